@@ -1,0 +1,145 @@
+"""GuidedFilter speed and memory against OpenCV's C++ guided filter (cv2.ximgproc.guidedFilter).
+
+Prints, for 512² and 2048² (1-channel float32 guide and x, batch 1) and r = 2, 8, 60, 120:
+- forward time of ``guided_filter`` (inside ``tf.function``; default ``jit_compile=True``) and of OpenCV;
+- backward time = (forward + backward) − forward, for the custom gradient and for ``tf.GradientTape`` autodiff of the
+  very same forward without the custom gradient (``_forward``);
+- peak memory: max resident set size (``ru_maxrss``) of a fresh subprocess that runs one configuration (r = 60)
+  twice, minus that of a subprocess that imports everything and builds the inputs but runs nothing. It includes XLA
+  compilation and TensorFlow's allocator caching, so read it as "extra memory the process needed", not tensor bytes.
+
+Times are the minimum over repeats (wall clock, after a warm-up call that also compiles). Run by hand:
+    python benchmarks/guided_filter.py            # about 3-4 minutes on 2 cores
+    python benchmarks/guided_filter.py --quick    # 512² only, no memory table
+"""
+import argparse
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+EPS = 1e-4
+RADII = (2, 8, 60, 120)
+
+
+def inputs(size):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    guide = 0.5 + 0.3 * np.sin(9 * xx) * np.cos(7 * yy) + 0.05 * rng.standard_normal((size, size))
+    x = 0.6 + 0.2 * np.cos(5 * xx + 3 * yy) + 0.1 * rng.standard_normal((size, size))
+    return [np.clip(a, 0, 1).astype(np.float32)[None, ..., None] for a in (guide, x)]
+
+
+def variants(radius):
+    import tensorflow as tf
+
+    from tfdehaze.layers.guided_filter import _forward, _planes, guided_filter
+
+    def autodiff_forward(g, x):
+        return _forward(_planes(g), _planes(x), radius, EPS, True)[0]
+
+    def fwd_bwd(fn):
+        def run(g, x):
+            with tf.GradientTape() as tape:
+                tape.watch([g, x])
+                y = fn(g, x)
+            return tape.gradient(y, [g, x], output_gradients=tf.ones_like(y))
+        return tf.function(run)
+
+    return {
+        "forward": tf.function(lambda g, x: guided_filter(g, x, radius, EPS)),
+        "custom": fwd_bwd(lambda g, x: guided_filter(g, x, radius, EPS)),
+        "autodiff": fwd_bwd(autodiff_forward),
+    }
+
+
+def opencv(radius):
+    import cv2
+
+    return lambda g, x: cv2.ximgproc.guidedFilter(g[0, ..., 0], x[0, ..., 0], radius, EPS)
+
+
+def sync(out):
+    """Wait for the result (a tensor, an array or a list of gradients)."""
+    return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+
+def best_time(fn, args, repeats):
+    times = []
+    for _ in range(repeats + 1):  # the first call compiles
+        start = time.perf_counter()
+        sync(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times[1:])
+
+
+def memory_child(size, variant):
+    """Runs in a subprocess: peak RSS (MB) after running one configuration twice."""
+    import tensorflow as tf
+
+    g, x = inputs(size)
+    if variant == "opencv":
+        fn = opencv(60)
+    elif variant != "baseline":
+        fn = variants(60)[variant]
+        g, x = tf.constant(g), tf.constant(x)
+    if variant != "baseline":
+        for _ in range(2):
+            sync(fn(g, x))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_mb(size, variant):
+    out = subprocess.run([sys.executable, __file__, "--memory", str(size), variant], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(quick):
+    import tensorflow as tf
+
+    print(f"TensorFlow {tf.__version__}; 1-channel float32 guide and x, batch 1, eps={EPS}; times in ms (min)")
+    header = (f"{'size':>5} {'r':>4} | {'fwd':>7} {'OpenCV':>7} {'ratio':>5} | {'bwd custom':>10} {'bwd autodiff':>12}"
+              f" | {'fwd+bwd custom':>14} {'fwd+bwd autodiff':>16}")
+    print(header)
+    print("-" * len(header))
+    for size in (512,) if quick else (512, 2048):
+        g, x = inputs(size)
+        gt, xt = tf.constant(g), tf.constant(x)
+        reps = 15 if size <= 512 else 4
+        fwd_times = {}
+        for r in RADII:
+            fns = variants(r)
+            fwd = best_time(fns["forward"], (gt, xt), reps)
+            ocv = best_time(opencv(r), (g, x), reps)
+            custom = best_time(fns["custom"], (gt, xt), max(reps // 2, 3))
+            auto = best_time(fns["autodiff"], (gt, xt), max(reps // 2, 3))
+            fwd_times[r] = fwd
+            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} | {custom - fwd:10.1f} {auto - fwd:12.1f}"
+                  f" | {custom:14.1f} {auto:16.1f}", flush=True)
+        print(f"{size:>5} forward r=120 / r=2: {fwd_times[120] / fwd_times[2]:.2f}")
+    if quick:
+        return
+    print("\nPeak memory, r = 60: max RSS of a fresh process running the configuration, minus the same process "
+          "running nothing (MB)")
+    for size in (512, 2048):
+        base = peak_mb(size, "baseline")
+        row = {v: peak_mb(size, v) - base for v in ("forward", "custom", "autodiff", "opencv")}
+        print(f"{size:>5}: baseline {base:7.0f} | forward {row['forward']:7.0f} | fwd+bwd custom {row['custom']:7.0f}"
+              f" | fwd+bwd autodiff {row['autodiff']:7.0f} | OpenCV {row['opencv']:7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="512² only, no memory table")
+    parser.add_argument("--memory", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory:
+        memory_child(int(args.memory[0]), args.memory[1])
+    else:
+        main(args.quick)

@@ -1,0 +1,66 @@
+"""tfdehaze-dehaze: files and folders in, PNGs out, inputs never overwritten, clear errors."""
+import numpy as np
+import pytest
+
+from tfdehaze import metrics, physics
+from tfdehaze.cli import dehaze as cli
+from tfdehaze.data import io
+
+
+def _hazy_scene(tmp_path, name="scene.png", size=64, seed=0):
+    """A real photograph with known synthetic haze (so a correct dehazer must raise PSNR)."""
+    import skimage.data
+    import cv2
+
+    clear = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    rows = np.linspace(0.35, 0.9, size, dtype=np.float32)[:, None, None]
+    t = np.broadcast_to(rows, (size, size, 1))
+    hazy = physics.haze(clear[None], t[None], np.full((1, 1, 1, 3), 0.9, np.float32)).numpy()[0]
+    path = tmp_path / name
+    io.write_image(path, hazy)
+    return path, clear
+
+
+def test_dcp_on_folder_and_file(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    a, clear = _hazy_scene(src, "a.png")
+    b, _ = _hazy_scene(tmp_path, "b.png", seed=1)
+    out = tmp_path / "out"
+    assert cli.main([str(src), str(b), "--out", str(out), "--save-transmission", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_transmission.png", "b.png", "b_transmission.png"]
+    dehazed = io.read_image(out / "a.png")
+    hazy = io.read_image(a)
+    assert dehazed.shape == hazy.shape
+    gain = metrics.psnr(dehazed[None], clear[None]).numpy()[0] - metrics.psnr(hazy[None], clear[None]).numpy()[0]
+    assert gain > 1.0, f"dark-channel dehazing should raise PSNR, got {gain:.2f} dB"
+    t = io.read_image(out / "a_transmission.png")
+    assert t.shape[:2] == hazy.shape[:2]
+
+
+def test_never_overwrites_an_input(tmp_path, capsys):
+    a, _ = _hazy_scene(tmp_path, "a.png")
+    before = a.read_bytes()
+    assert cli.main([str(a), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert a.read_bytes() == before
+
+
+def test_bad_inputs_named(tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert cli.main([str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert cli.main([str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main([str(empty), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_unknown_model_lists_names(tmp_path, capsys):
+    a, _ = _hazy_scene(tmp_path, "a.png")
+    assert cli.main([str(a), "--out", str(tmp_path / "o"), "--model", "no-such-model", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "guided-pix2pix" in err

@@ -1,0 +1,41 @@
+"""``tfdehaze-dehaze INPUT... --out DIR [--method dcp | --model NAME_OR_PATH] [--save-transmission]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tfdehaze.cli import run_cli
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfdehaze-dehaze",
+        description="Dehaze image files or folders of images; writes <name>.png into --out (inputs are never overwritten).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--method", default="dcp", choices=["dcp"],
+                     help="classical method used when no --model is given (default: dcp, the dark-channel prior)")
+    src.add_argument("--model", metavar="NAME_OR_PATH",
+                     help="a registered model name (e.g. minet-official) or a .keras file written by tfdehaze-train")
+    p.add_argument("--save-transmission", action="store_true",
+                   help="also write <name>_transmission.png (models that estimate one, and dcp)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def job():
+        from tfdehaze.inference import dehaze_files
+
+        written = dehaze_files(args.inputs, args.out, method=args.method, model=args.model,
+                               save_transmission=args.save_transmission, progress=not args.quiet)
+        print(f"wrote {len(written)} file(s) to {args.out}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Data: image files (io), benchmark layouts and manifests (datasets), tf.data pipelines (pipeline), a bundled sample.
+
+`pipeline` (the only part that needs TensorFlow) is imported on first use, so manifests, image I/O and the data_prep
+scripts start without loading TensorFlow.
+"""
+from tfdehaze.data.datasets import pair_folders, read_manifest, split_pairs, validate, write_manifest
+from tfdehaze.data.io import ImageError, list_images, read_image, write_image
+from tfdehaze.data.sample import sample_dir
+
+__all__ = ["ImageError", "image_dataset", "list_images", "pair_folders", "paired_dataset", "read_image",
+           "read_manifest", "sample_dir", "split_pairs", "validate", "write_image", "write_manifest"]
+
+
+def __getattr__(name):
+    if name in ("paired_dataset", "image_dataset"):
+        from tfdehaze.data import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""Image files <-> float32 RGB arrays in [0, 1] (OpenCV decoding, Pillow only to explain failures).
+
+`read_image` decodes PNG, JPEG, BMP and TIFF of any size and bit depth into ``(H, W, 3)`` float32 RGB in [0, 1]:
+grayscale is replicated to three channels, an alpha channel is dropped (not composited), 16-bit data is divided
+by 65535. EXIF orientation is ignored, as ``tf.io.decode_image`` ignores it, so files read here and in
+`tfdehaze.data.pipeline` agree pixel for pixel. Every failure is an `ImageError` naming the file and the reason.
+"""
+import io
+import os
+import pathlib
+import uuid
+
+import cv2
+import numpy as np
+import PIL.Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """A file that is missing, unreadable or not a decodable image; the message names the file and why."""
+
+
+def _failure_reason(data):
+    """Why OpenCV could not decode `data`: ask Pillow, whose messages say 'truncated', 'broken', etc."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except PIL.UnidentifiedImageError:
+        return "not an image file (format not recognised)"
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
+        return f"corrupt or truncated image ({e})"
+    return "could not be decoded by OpenCV"
+
+
+def decode(path):
+    """Decode `path` without changing its values: ``(H, W)`` or ``(H, W, C)`` uint8/uint16/float, RGB(A) order.
+
+    Raises `ImageError` naming the file for a missing, empty, corrupt, truncated or non-image file.
+    """
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: {_failure_reason(data)}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = image[..., ::-1]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., [2, 1, 0, 3]]
+    return image
+
+
+def to_float(image, name="image"):
+    """uint8 / uint16 / float array (gray, RGB or RGBA) -> ``(H, W, 3)`` float32 RGB in [0, 1]; alpha dropped."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"{name}: unsupported image shape {image.shape}")
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32) / np.float32(255)
+    elif image.dtype == np.uint16:
+        out = image.astype(np.float32) / np.float32(65535)
+    elif image.dtype in (np.float32, np.float64):
+        if not np.isfinite(image).all():
+            raise ImageError(f"{name}: contains NaN or infinite values")
+        out = np.clip(image, 0.0, 1.0).astype(np.float32)
+    else:
+        raise ImageError(f"{name}: unsupported pixel type {image.dtype} (expected 8/16-bit or float)")
+    channels = out.shape[2]
+    if channels <= 2:  # gray or gray + alpha
+        out = np.repeat(out[..., :1], 3, axis=2)
+    return np.ascontiguousarray(out[..., :3])
+
+
+def read_image(path):
+    """Read an image file as ``(H, W, 3)`` float32 RGB in [0, 1].
+
+    PNG/JPEG/BMP/TIFF, any size; grayscale -> RGB (replicated), RGBA -> RGB (alpha dropped, not composited),
+    16-bit -> divided by 65535. Raises `ImageError` naming the file and the reason on any failure.
+    """
+    return to_float(decode(path), name=str(path))
+
+
+def write_image(path, image):
+    """Write ``(H, W, 3)`` or ``(H, W)`` / ``(H, W, 1)`` float in [0, 1] (clipped) as an 8-bit PNG, atomically.
+
+    The PNG is written to a temporary file in the same folder and moved into place with `os.replace`, so a crash
+    never leaves a half-written file; parent folders are created. Returns the path.
+    """
+    path = pathlib.Path(path)
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"{path}: expected an (H, W, 3) or (H, W) image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.asarray(image, np.float64)
+        if not np.isfinite(image).all():
+            raise ValueError(f"{path}: image to write contains NaN or infinite values")
+        image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    if image.ndim == 3:
+        image = image[..., ::-1]
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise ValueError(f"{path}: PNG encoding failed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.tobytes())
+    return path
+
+
+def atomic_write(path, data):
+    """Write bytes or str `data` to `path` via a temporary file in the same folder and `os.replace`."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder):
+    """Sorted image files (by extension: PNG, JPEG, BMP, TIFF) directly inside `folder`.
+
+    Raises `ImageError` naming the folder when it is missing, not a folder, or holds no image file.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ImageError(f"{folder}: folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return files

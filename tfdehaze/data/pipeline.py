@@ -1,0 +1,173 @@
+"""tf.data input pipelines: aligned (hazy, clear[, transmission]) pairs and single images, float32 RGB in [0, 1].
+
+Pure TensorFlow ops (no ``py_function``, no generator), so an iterator can be saved in a `tf.train.Checkpoint`.
+Augmentation is stateless: the crop and flip of the n-th element of the stream use seeds derived from `seed` and
+n, and the shuffle order comes from `seed`, so a run is reproducible. Hazy, clear and transmission are concatenated
+along channels before resize / crop / flip and split afterwards, so they can never fall out of alignment.
+"""
+import os
+import pathlib
+
+import pandas as pd
+import tensorflow as tf
+
+from tfdehaze.data import datasets, io
+
+#: Formats `tf.io` decodes; TIFF (readable by `io.read_image`) is not among them.
+PIPELINE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def decode(contents):
+    """Encoded image bytes (scalar string tensor) -> ``(H, W, 3)`` float32 RGB in [0, 1].
+
+    Gray -> RGB, alpha dropped, 16-bit PNG divided by 65535, as `io.read_image` does. JPEG uses the accurate
+    integer DCT, which makes it bit-identical to OpenCV (TF's default fast DCT differs by up to a few levels).
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.image.convert_image_dtype(
+            tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"), tf.float32),
+        lambda: tf.io.decode_image(contents, channels=3, dtype=tf.float32, expand_animations=False))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _check_paths(paths):
+    bad = [p for p in paths if pathlib.Path(p).suffix.lower() not in PIPELINE_EXTENSIONS]
+    if bad:
+        raise ValueError(f"{len(bad)} file(s) in a format tf.data cannot decode (use {', '.join(PIPELINE_EXTENSIONS)};"
+                         " convert others with tfdehaze.data.io.read_image / write_image):\n  " + "\n  ".join(bad))
+
+
+def _check_sizes(paths, image_size, crop_size, batch_size, checked):
+    """Sizes matter when images keep their own size: a crop must fit, a batch needs one size."""
+    if image_size is not None or (crop_size is None and batch_size == 1):
+        return
+    if checked is not None:
+        sizes = dict(zip(checked["hazy"], zip(checked["height"], checked["width"])))
+    else:
+        sizes = datasets.image_sizes(paths, decode=False)
+        bad = [str(s) for s in sizes.values() if isinstance(s, Exception)]
+        if bad:
+            raise ValueError(f"{len(bad)} unreadable file(s):\n  " + "\n  ".join(bad))
+    if crop_size is not None:
+        small = [f"{p} ({h}x{w})" for p, (h, w) in sizes.items() if h < crop_size or w < crop_size]
+        if small:
+            raise ValueError(f"crop_size={crop_size} is larger than {len(small)} image(s):\n  " + "\n  ".join(small))
+    elif len(set(sizes.values())) > 1:
+        raise ValueError(f"batch_size={batch_size} with image_size=None needs images of one size, found "
+                         f"{sorted(set(sizes.values()))} (height, width); set image_size or crop_size, or batch 1")
+
+
+def _pipeline(ds, load, n, shuffle, repeat, seed, batch_size, drop_remainder):
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate().map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if drop_remainder is None:
+        drop_remainder = bool(repeat)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def paired_dataset(pairs, image_size=512, crop_size=None, flip=True, batch_size=1, shuffle=True, repeat=False,
+                   seed=0, with_transmission=False, drop_remainder=None, validate=True, transmission_channels=1):
+    """A tf.data.Dataset of dicts ``{"hazy": (B, S, S, 3), "clear": (B, S, S, 3)[, "transmission": (B, S, S, c)]}``.
+
+    Args:
+      pairs: a manifest DataFrame (`tfdehaze.data.datasets`) or the path of a manifest CSV.
+      image_size: resize every image to ``image_size x image_size`` (bilinear, antialiased; the papers train on
+        512). ``None`` keeps each image's size (then batch 1, a crop, or images all of one size).
+      crop_size: random ``crop_size x crop_size`` crop after resizing (None: no crop).
+      flip: random left-right flip.
+      shuffle, repeat, seed: shuffle the pairs each epoch (order from `seed`), repeat forever; crops and flips use
+        stateless seeds from `seed` and the element's position in the stream, so a run is reproducible.
+      with_transmission: also yield the manifest's ``transmission`` maps, with `transmission_channels` 1 (mean of
+        the decoded channels: a gray map read exactly) or 3.
+      drop_remainder: drop a last incomplete batch; default: when repeating (static batch size, nothing lost),
+        never otherwise (evaluation sees every pair).
+      validate: decode every file once first (`datasets.validate`) so that bad files and mismatched sizes are named
+        before training instead of failing deep inside TensorFlow.
+
+    A clear image larger than its hazy one (RESIDE SOTS-outdoor) is centre-cropped to the hazy size first.
+    """
+    df = datasets.read_manifest(pairs) if isinstance(pairs, (str, os.PathLike)) else pd.DataFrame(pairs)
+    if df.empty:
+        raise ValueError("paired_dataset: the manifest has no rows")
+    columns = ["hazy", "clear"] + (["transmission"] if with_transmission else [])
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"paired_dataset: manifest lacks column(s) {', '.join(missing)}"
+                         + (" (with_transmission=True needs transmission maps)" if "transmission" in missing else ""))
+    for name, value in (("image_size", image_size), ("crop_size", crop_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if crop_size is not None and image_size is not None and crop_size > image_size:
+        raise ValueError(f"crop_size={crop_size} is larger than image_size={image_size}")
+    if transmission_channels not in (1, 3):
+        raise ValueError(f"transmission_channels must be 1 or 3, got {transmission_channels!r}")
+    df = df[columns].astype(str).map(os.path.abspath).reset_index(drop=True)
+    _check_paths(list(dict.fromkeys(df.to_numpy().ravel())))
+    checked = datasets.validate(df) if validate else None
+    _check_sizes(df["hazy"], image_size, crop_size, batch_size, checked)
+
+    def load(position, paths):
+        hazy = decode(tf.io.read_file(paths["hazy"]))
+        clear = decode(tf.io.read_file(paths["clear"]))
+        height, width = tf.shape(hazy)[0], tf.shape(hazy)[1]
+        clear = tf.image.crop_to_bounding_box(clear, (tf.shape(clear)[0] - height) // 2,
+                                              (tf.shape(clear)[1] - width) // 2, height, width)
+        parts = [hazy, clear]
+        if with_transmission:
+            trans = decode(tf.io.read_file(paths["transmission"]))
+            parts.append(tf.reduce_mean(trans, -1, keepdims=True) if transmission_channels == 1 else trans)
+        x = tf.concat(parts, axis=-1)
+        channels = 6 + (transmission_channels if with_transmission else 0)
+        if image_size is not None:
+            x = tf.image.resize(x, [image_size, image_size], method="bilinear", antialias=True)
+        crop_seed = tf.stack([tf.cast(seed, tf.int64), 2 * position])
+        if crop_size is not None:
+            x = tf.image.stateless_random_crop(x, [crop_size, crop_size, channels], seed=crop_seed)
+        if flip:
+            x = tf.image.stateless_random_flip_left_right(x, seed=crop_seed + [0, 1])
+        out = {"hazy": x[..., :3], "clear": x[..., 3:6]}
+        if with_transmission:
+            out["transmission"] = x[..., 6:]
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices({c: df[c].to_numpy() for c in columns})
+    return _pipeline(ds, load, len(df), shuffle, repeat, seed, batch_size, drop_remainder)
+
+
+def image_dataset(paths, image_size=None, batch_size=1, validate=True):
+    """Single images for inference: dicts ``{"image": (B, H, W, 3) float32 [0, 1], "path": (B,) string}``.
+
+    `paths`: a folder (its images, sorted) or a list of files; kept in order, no augmentation. With
+    ``image_size=None`` images keep their size (batch 1, or all of one size).
+    """
+    if isinstance(paths, (str, os.PathLike)) and pathlib.Path(paths).is_dir():
+        paths = io.list_images(paths)
+    paths = [os.path.abspath(os.fspath(p)) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        raise ValueError("image_dataset: no image paths given")
+    _check_paths(paths)
+    checked = None
+    if validate:
+        sizes = datasets.image_sizes(paths)
+        bad = [str(s) for s in sizes.values() if isinstance(s, Exception)]
+        if bad:
+            raise ValueError(f"{len(bad)} problem(s) in the images:\n  " + "\n  ".join(bad))
+        checked = pd.DataFrame({"hazy": list(sizes), "height": [s[0] for s in sizes.values()],
+                                "width": [s[1] for s in sizes.values()]})
+    _check_sizes(paths, image_size, None, batch_size, checked)
+
+    def load(position, path):
+        image = decode(tf.io.read_file(path))
+        if image_size is not None:
+            image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+        return {"image": image, "path": path}
+
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    return _pipeline(ds, load, len(paths), False, False, 0, batch_size, False)

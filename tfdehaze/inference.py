@@ -1,0 +1,109 @@
+"""Dehaze image files with the dark-channel baseline or a trained/pretrained model.
+
+The logic behind ``tfdehaze-dehaze``: collect input files, run a dehazer on each (one image at a time, any size),
+write PNGs into an output folder without ever touching an input.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from tfdehaze.data import io
+
+Dehazer = Callable[[tf.Tensor], dict]
+
+
+def make_dehazer(method: str = "dcp", model: str | None = None) -> Dehazer:
+    """A function ``(1, H, W, 3) float32 [0, 1] -> dict`` with at least ``"dehazed"``.
+
+    Args:
+        method: ``"dcp"``: the dark-channel-prior baseline (no weights). Ignored when ``model`` is given.
+        model: a registered model name (``tfdehaze.models.registry.names()``) or a path to a ``.keras`` file.
+    """
+    if model is not None:
+        from tfdehaze.models import registry
+
+        net = registry.load(model)
+        return lambda batch: _as_dict(net(batch, training=False))
+    if method == "dcp":
+        from tfdehaze import physics
+
+        return lambda batch: physics.dcp_dehaze(batch)
+    raise ValueError(f"unknown method {method!r}: use 'dcp' or give a model")
+
+
+def _as_dict(outputs) -> dict:
+    return outputs if isinstance(outputs, dict) else {"dehazed": outputs}
+
+
+def collect_inputs(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
+    """Expand files and folders (their images, not recursive) into a sorted, de-duplicated list of files."""
+    files: list[pathlib.Path] = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            files.extend(io.list_images(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    if not unique:
+        raise ValueError("no input images given")
+    return unique
+
+
+def output_paths(files: list[pathlib.Path], out_dir: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
+    """``out_dir/<stem><suffix>.png`` per input; refuses to overwrite an input or to map two inputs to one file."""
+    out_dir = pathlib.Path(out_dir).resolve()
+    inputs = set(files)
+    targets: dict[pathlib.Path, pathlib.Path] = {}
+    for f in files:
+        target = out_dir / f"{f.stem}{suffix}.png"
+        if target in inputs:
+            raise ValueError(f"refusing to overwrite the input {target}: choose another --out folder")
+        if target in targets:
+            raise ValueError(f"{targets[target]} and {f} would both be written to {target}")
+        targets[target] = f
+    return list(targets)
+
+
+def dehaze_files(inputs: Iterable[str | pathlib.Path], out_dir: str | pathlib.Path, method: str = "dcp",
+                 model: str | None = None, save_transmission: bool = False, progress: bool = True,
+                 dehazer: Dehazer | None = None) -> list[pathlib.Path]:
+    """Dehaze every input image and write ``out_dir/<stem>.png`` (and ``<stem>_transmission.png``).
+
+    Outputs are clipped to [0, 1] and saved as 8-bit PNG, each written atomically. Returns the written paths.
+    """
+    files = collect_inputs(inputs)
+    out_dir = pathlib.Path(out_dir)
+    targets = output_paths(files, out_dir)
+    trans_targets = output_paths(files, out_dir, "_transmission") if save_transmission else [None] * len(files)
+    clash = set(files) & set(t for t in trans_targets if t)
+    if clash:
+        raise ValueError(f"refusing to overwrite the input {clash.pop()}: choose another --out folder")
+    dehazer = dehazer or make_dehazer(method, model)
+    bar = _progbar(len(files)) if progress else None
+    written = []
+    for i, (src, dst, tdst) in enumerate(zip(files, targets, trans_targets)):
+        image = io.read_image(src)
+        out = dehazer(tf.convert_to_tensor(image[None]))
+        io.write_image(dst, np.clip(np.asarray(out["dehazed"])[0], 0.0, 1.0))
+        written.append(dst)
+        if tdst is not None:
+            if "transmission" not in out:
+                raise ValueError("this model gives no transmission map: drop --save-transmission")
+            io.write_image(tdst, np.clip(np.asarray(out["transmission"])[0], 0.0, 1.0))
+            written.append(tdst)
+        if bar is not None:
+            bar.update(i + 1)
+    return written
+
+
+def _progbar(n: int):
+    import keras
+
+    return keras.utils.Progbar(n, unit_name="image")

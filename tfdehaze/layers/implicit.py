@@ -1,0 +1,180 @@
+"""MI-Net's implicit block and its vector field f (Shen et al., CVPRW 2020, §3.1-3.2).
+
+- `IMBlock`: the fixed-point recursion g_{k+1} = g_0 + eta * f(g_k) (eq. 3) unrolled T times with ONE f (shared
+  weights), approximating the implicit Euler step x_{k+1} = x_k + eta * f(x_{k+1}) (eq. 2). T = 1 is a residual
+  block x + eta * f(x) (eq. 1).
+- `MLEBlock`: the multi-level extraction block used as f: (dilated 3x3 conv -> instance norm -> ReLU) twice (Fig. 2),
+  optionally with the smoothed dilated convolution of the authors' released code.
+- `SharedSeparableConv2D`: the "separable and shared" smoothing convolution of Wang & Ji (2018) that the authors'
+  code puts before each convolution of its dilated blocks: one (2d-1)x(2d-1) kernel shared by all channels,
+  applied depthwise.
+"""
+import keras
+import tensorflow as tf
+
+from tfdehaze.layers.normalization import InstanceNormalization
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class SharedSeparableConv2D(keras.layers.Layer):
+    """Depthwise convolution with one k x k kernel shared by every channel, no bias, zero 'same' padding.
+
+    Initialised as a delta (identity), as in the smoothed dilated convolutions of Wang & Ji (2018) that the MI-Net
+    authors' code applies before its dilated convolutions (k = 2d - 1 for dilation d).
+
+    Args:
+        kernel_size: odd int k.
+
+    Shapes: (N, H, W, C) -> (N, H, W, C). Weights: ``kernel`` (k, k).
+    """
+
+    def __init__(self, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+        self.kernel_size = int(kernel_size)
+
+    def build(self, input_shape):
+        k = self.kernel_size
+
+        def delta(shape, dtype=None):
+            return tf.reshape(tf.one_hot(k * k // 2, k * k, dtype=dtype or "float32"), shape)
+
+        self.kernel = self.add_weight(name="kernel", shape=(k, k), initializer=delta)
+
+    def call(self, x):
+        channels = tf.shape(x)[-1]
+        kernel = tf.tile(tf.cast(self.kernel, x.dtype)[:, :, None, None], tf.stack([1, 1, channels, 1]))
+        return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME")
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class MLEBlock(keras.layers.Layer):
+    """Multi-level extraction block, MI-Net's f (Fig. 2): y = ReLU(IN(conv_b(ReLU(IN(conv_a(x)))))).
+
+    conv_a is a 3x3 convolution with dilation ``dilation``, conv_b one with ``second_dilation`` (the paper dilates
+    both; the authors' code dilates only the first). Instance norm keeps |eigenvalues of df/dx| < 1/eta, which the
+    recursion of eq. (3) needs to converge (Theorem 1, eq. 5).
+
+    Args:
+        filters: output channels (must equal the input channels when used inside an `IMBlock`).
+        dilation: dilation rate of the first convolution.
+        second_dilation: dilation of the second convolution; None -> ``dilation``.
+        smooth: put a `SharedSeparableConv2D` of size 2*dilation - 1 before each convolution (authors' code,
+            ``SmoothDilatedResBlock``).
+        residual: return ReLU(x + y') instead of ReLU(y'), y' the second normalised conv (the authors'
+            pre-processing ``ResidualBlock``).
+        use_bias: convolution biases (redundant before instance norm; the authors' code has none).
+
+    Shapes: (N, H, W, C) -> (N, H, W, filters). Sub-layers: conv1, norm1, conv2, norm2[, pre_conv1, pre_conv2].
+    """
+
+    def __init__(self, filters=64, dilation=1, second_dilation=None, smooth=False, residual=False, use_bias=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.dilation = int(dilation)
+        self.second_dilation = int(dilation if second_dilation is None else second_dilation)
+        self.smooth = bool(smooth)
+        self.residual = bool(residual)
+        self.use_bias = bool(use_bias)
+        if self.smooth:
+            self.pre_conv1 = SharedSeparableConv2D(2 * self.dilation - 1, name="pre_conv1")
+            self.pre_conv2 = SharedSeparableConv2D(2 * self.dilation - 1, name="pre_conv2")
+        self.conv1 = keras.layers.Conv2D(self.filters, 3, padding="same", dilation_rate=self.dilation,
+                                         use_bias=self.use_bias, name="conv1")
+        self.norm1 = InstanceNormalization(name="norm1")
+        self.conv2 = keras.layers.Conv2D(self.filters, 3, padding="same", dilation_rate=self.second_dilation,
+                                         use_bias=self.use_bias, name="conv2")
+        self.norm2 = InstanceNormalization(name="norm2")
+
+    def build(self, input_shape):
+        if self.residual and input_shape[-1] is not None and input_shape[-1] != self.filters:
+            raise ValueError(f"residual MLEBlock needs {self.filters} input channels, got {input_shape[-1]}")
+        out_shape = tuple(input_shape[:-1]) + (self.filters,)
+        if self.smooth:
+            self.pre_conv1.build(input_shape)
+            self.pre_conv2.build(out_shape)
+        self.conv1.build(input_shape)
+        self.norm1.build(out_shape)
+        self.conv2.build(out_shape)
+        self.norm2.build(out_shape)
+
+    def call(self, x):
+        y = self.pre_conv1(x) if self.smooth else x
+        y = tf.nn.relu(self.norm1(self.conv1(y)))
+        if self.smooth:
+            y = self.pre_conv2(y)
+        y = self.norm2(self.conv2(y))
+        return tf.nn.relu(x + y if self.residual else y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "dilation": self.dilation,
+                "second_dilation": self.second_dilation, "smooth": self.smooth, "residual": self.residual,
+                "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class IMBlock(keras.layers.Layer):
+    """Implicit block (Fig. 3): T iterations of g_{k+1} = g_0 + eta * f(g_k) (eq. 3), g_0 = the input.
+
+    One f, one set of weights, whatever T. The output g_T approximates the equilibrium g* = g_0 + eta * f(g*)
+    (eq. 4), i.e. one implicit Euler step (eq. 2); with T = 1 it is the residual block g_0 + eta * f(g_0) (eq. 1).
+    The authors' released code runs this with eta = 1 and T = 8.
+
+    Args:
+        f: a Keras layer mapping (N, H, W, C) -> (N, H, W, C), e.g. `MLEBlock`.
+        steps: T >= 1.
+        eta: the discretisation step (a constant).
+        recompute: backpropagate by recomputation (`tf.recompute_grad`): the forward pass keeps only the block
+            input; the backward pass recomputes the iterates and each step's internals one step at a time, so the
+            activations held for training no longer scale with T times f's internals (same loss, same gradients,
+            about one extra forward of the block in time).
+
+    Shapes: (N, H, W, C) -> (N, H, W, C).
+    """
+
+    def __init__(self, f, steps=12, eta=1.0, recompute=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(f, dict):
+            f = keras.saving.deserialize_keras_object(f)
+        if not isinstance(f, keras.layers.Layer):
+            raise ValueError(f"f must be a Keras layer, got {type(f).__name__}")
+        if int(steps) < 1:
+            raise ValueError(f"steps (T) must be >= 1, got {steps!r}")
+        self.f = f
+        self.steps = int(steps)
+        self.eta = float(eta)
+        self.recompute = bool(recompute)
+
+    def build(self, input_shape):
+        if not self.f.built:
+            self.f.build(input_shape)
+
+    def _step(self, g, g0):
+        return g0 + self.eta * self.f(g)
+
+    def _iterate(self, g0):
+        step = tf.recompute_grad(self._step) if self.recompute else self._step
+        g = g0
+        for _ in range(self.steps):
+            g = step(g, g0)
+        return g
+
+    def call(self, x):
+        if self.recompute:
+            return tf.recompute_grad(self._iterate)(x)
+        return self._iterate(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "f": keras.saving.serialize_keras_object(self.f), "steps": self.steps,
+                "eta": self.eta, "recompute": self.recompute}

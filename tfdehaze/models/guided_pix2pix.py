@@ -1,0 +1,311 @@
+"""Guided-Pix2Pix (Jiao et al.): a Pix2Pix U-Net estimates the transmission, a differentiable guided filter refines
+it, and the scattering model inverts the haze (papers/guided-pix2pix.md, §III-B and §III-E).
+
+    t0 = G0(I)                                  (39)   `Pix2PixUNet`, sigmoid output in (0, 1)
+    J0 = (I - A) / t0 + A                       (40)   coarse dehazed image
+    t  = f_guided(gray(I), t0)                  (41)   `tfdehaze.layers.guided_filter.GuidedFilter`
+    J  = (I - A) / t + A                        (42)   `tfdehaze.physics.dehaze` (with the t_min clamp of SPEC)
+
+A is the airlight of eqs. (5)-(7), estimated per image and held constant in backprop. `PatchDiscriminator` is the
+conditional PatchGAN of §III-E (hazy image and dehazed/clear image concatenated).
+
+Everything takes images float32 in [0, 1], NHWC, RGB; the networks convert to Pix2Pix's [-1, 1] inside.
+"""
+import keras
+import tensorflow as tf
+
+from tfdehaze import physics
+from tfdehaze.layers.guided_filter import GuidedFilter
+from tfdehaze.layers.normalization import InstanceNormalization
+
+DROPOUT_BLOCKS = 3  # Pix2Pix: dropout on the first (deepest) three decoder blocks
+
+
+def _kernel_init():
+    # Pix2Pix / the authors' code: N(0, 0.02) for every convolution (one initializer object per layer).
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _instance_norm():
+    # The authors' instance norm: affine, scale initialised N(1, 0.02), offset 0, epsilon 1e-5.
+    return InstanceNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+
+
+def _reflect_pad(x, top, bottom, left, right):
+    """Reflect-pad H and W of an NHWC tensor by any amounts (``tf.pad``'s REFLECT needs pad < size).
+
+    Indices outside [0, n) are folded back with period 2(n - 1) (edge pixel not repeated), so a pad larger than the
+    image keeps reflecting back and forth.
+    """
+    def fold(n, before, after):
+        index = tf.range(-before, n + after)
+        period = tf.maximum(2 * n - 2, 1)
+        index = tf.math.floormod(index, period)
+        return tf.where(index < n, index, period - index)
+
+    shape = tf.shape(x)
+    x = tf.gather(x, fold(shape[1], top, bottom), axis=1)
+    return tf.gather(x, fold(shape[2], left, right), axis=2)
+
+
+def pad_to_multiple(x, multiple):
+    """Reflect-pad an NHWC tensor so H and W are multiples of ``multiple``, split evenly top/bottom, left/right.
+
+    Returns (padded, crop) where ``crop(y)`` cuts a network output of the padded size back to the input's H and W.
+    """
+    shape = tf.shape(x)
+    h, w = shape[1], shape[2]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    top, left = pad_h // 2, pad_w // 2
+    padded = _reflect_pad(x, top, pad_h - top, left, pad_w - left)
+    return padded, lambda y: y[:, top:top + h, left:left + w, :]
+
+
+def _check_images(x, name, channels=None):
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank != 4 or (channels is not None and x.shape[-1] not in (None, channels)):
+        want = f"(N, H, W, {channels})" if channels else "(N, H, W, C)"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    return tf.cast(x, tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class Pix2PixUNet(keras.Model):
+    """G0: the Pix2Pix U-Net of the authors' code, mapping a hazy image to a transmission map t0 in (0, 1) (eq. 39).
+
+    Encoder: ``depth`` blocks Conv2D(4x4, stride 2, no bias) - InstanceNorm - LeakyReLU(leaky_slope); no norm on the
+    first block. Level i (0-based) has min(base_filters * 2**i, max_filters) channels, so the default (depth 9,
+    512x512 input) is 64, 128, 256, 512 x 6, as in the authors' code. A smaller ``depth`` keeps the first levels of
+    the same scheme (e.g. depth 5, base 8: 8, 16, 32, 64, 128).
+    Decoder: ``depth - 1`` blocks Conv2DTranspose(4x4, stride 2, no bias) - InstanceNorm - Dropout(dropout, the first
+    three blocks only) - ReLU, each followed by concatenation with the encoder output of the same resolution (widths
+    mirror the encoder: 512 x 5, 256, 128, 64 by default); then Conv2DTranspose(4x4, stride 2, bias) to
+    ``out_channels`` with a sigmoid.
+
+    Input in [0, 1] is mapped to Pix2Pix's [-1, 1] inside. Any H, W: the input is reflect-padded to a multiple of
+    2**depth and the output cropped back.
+
+    Note on the bottleneck: with a 512x512 input and depth 9 the innermost block is 1x1, where instance norm outputs
+    only its offset (x - mean = 0), so the innermost conv receives no gradient. That is what the authors' code does
+    (``innermost_norm=True``, the default); ``innermost_norm=False`` drops that norm, as PyTorch's pix2pix does.
+
+    Args:
+        out_channels: channels of t0 (1: the paper; 3: RICE, as the authors trained).
+        depth: number of stride-2 downsamplings (9 for 512x512).
+        base_filters, max_filters: width of the first level and the cap.
+        leaky_slope: LeakyReLU slope of the encoder (0.3, Keras' default, is what the authors ran; pix2pix: 0.2).
+        dropout: rate of the first three decoder blocks.
+        innermost_norm: instance norm on the innermost encoder block (see above).
+
+    Shapes: (N, H, W, 3) in [0, 1] -> (N, H, W, out_channels) in (0, 1).
+    """
+
+    def __init__(self, out_channels=1, depth=9, base_filters=64, max_filters=512, leaky_slope=0.3, dropout=0.5,
+                 innermost_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        for key, value in (("out_channels", out_channels), ("depth", depth), ("base_filters", base_filters),
+                           ("max_filters", max_filters)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.out_channels, self.depth = int(out_channels), int(depth)
+        self.base_filters, self.max_filters = int(base_filters), int(max_filters)
+        self.leaky_slope, self.dropout, self.innermost_norm = float(leaky_slope), float(dropout), bool(innermost_norm)
+        self.widths = [min(self.base_filters * 2 ** i, self.max_filters) for i in range(self.depth)]
+
+        for i, width in enumerate(self.widths, start=1):
+            block = [keras.layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=_kernel_init())]
+            if i > 1 and (i < self.depth or self.innermost_norm):
+                block.append(_instance_norm())
+            block.append(keras.layers.LeakyReLU(negative_slope=self.leaky_slope))
+            setattr(self, f"down{i}", keras.Sequential(block, name=f"down{i}"))
+        for j in range(1, self.depth):
+            block = [keras.layers.Conv2DTranspose(self.widths[-1 - j], 4, strides=2, padding="same", use_bias=False,
+                                                  kernel_initializer=_kernel_init()),
+                     _instance_norm()]
+            if j <= DROPOUT_BLOCKS and self.dropout > 0:
+                block.append(keras.layers.Dropout(self.dropout))
+            block.append(keras.layers.ReLU())
+            setattr(self, f"up{j}", keras.Sequential(block, name=f"up{j}"))
+        self.last = keras.layers.Conv2DTranspose(self.out_channels, 4, strides=2, padding="same",
+                                                 activation="sigmoid", kernel_initializer=_kernel_init(), name="last")
+
+    def build(self, input_shape):
+        shape = (None, None, None, input_shape[-1])
+        for i, width in enumerate(self.widths, start=1):
+            getattr(self, f"down{i}").build(shape)
+            shape = (None, None, None, width)
+        for j in range(1, self.depth):
+            getattr(self, f"up{j}").build(shape)
+            shape = (None, None, None, 2 * self.widths[-1 - j])
+        self.last.build(shape)
+
+    def call(self, hazy, training=None):
+        hazy = _check_images(hazy, "hazy")
+        x, crop = pad_to_multiple(hazy * 2.0 - 1.0, 2 ** self.depth)
+        skips = []
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"down{i}")(x, training=training)
+            skips.append(x)
+        for j in range(1, self.depth):
+            x = getattr(self, f"up{j}")(x, training=training)
+            x = tf.concat([x, skips[-1 - j]], axis=-1)
+        return crop(self.last(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels, depth=self.depth, base_filters=self.base_filters,
+                      max_filters=self.max_filters, leaky_slope=self.leaky_slope, dropout=self.dropout,
+                      innermost_norm=self.innermost_norm)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class GuidedPix2Pix(keras.Model):
+    """G: Pix2Pix backbone - guided filter layer - dehazing equation (eqs. 39-42).
+
+    Forward, for hazy I (N, H, W, 3) in [0, 1]:
+      t0 = G0(I)                                  (N, H, W, C), sigmoid, in (0, 1)
+      A  = physics.atmospheric_light(I, airlight_method)   per image, (N, 1, 1, 3), constant in backprop
+      t  = clip(GuidedFilter(radius, eps)(gray(I), t0), t_min, 1)
+      J  = physics.dehaze(I, t, A, t_min),  J0 = physics.dehaze(I, t0, A, t_min)   (unclipped)
+
+    The guided filter is a local linear fit and overshoots the range of t0 near strong edges, so the refined t is
+    clipped to [t_min, 1]: t > 1 would brighten the haze instead of removing it, and t below t_min is what
+    `physics.dehaze` clamps anyway. Clipping (rather than a soft squash) keeps t unchanged wherever it is already in
+    range; the gradient is zero only at clipped pixels. The returned ``transmission`` is that clipped t, so
+    ``physics.dehaze(hazy, transmission, airlight, t_min)`` reproduces ``dehazed`` exactly.
+
+    ``eps`` refers to a guide in [0, 1] (the grayscale of I). The authors' 1e-4 was for a [-1, 1] guide, i.e. about
+    2.5e-5 on ours; 1e-4 is kept as the default (SPEC), the paper's 1e-8 also works.
+
+    Args:
+        out_channels: C, channels of t (1 paper default, 3 RICE).
+        depth, base_filters, max_filters, leaky_slope, dropout, innermost_norm: see `Pix2PixUNet`.
+        radius, eps: guided filter (60, 1e-4).
+        t_min: transmission floor of the inversion (0.05).
+        airlight_method: ``"brightest_luma"`` (paper eqs. 5-7), ``"brightest_value"`` (authors' code) or
+            ``"dark_channel"``.
+
+    Returns a dict: ``dehazed`` J (N, H, W, 3), ``transmission`` t (N, H, W, C), ``coarse_dehazed`` J0,
+    ``coarse_transmission`` t0, ``airlight`` A (N, 1, 1, 3). Any H, W (the backbone pads and crops).
+    """
+
+    def __init__(self, out_channels=1, depth=9, base_filters=64, max_filters=512, leaky_slope=0.3, dropout=0.5,
+                 innermost_norm=True, radius=60, eps=1e-4, t_min=0.05, airlight_method="brightest_luma", **kwargs):
+        super().__init__(**kwargs)
+        if out_channels not in (1, 3):
+            raise ValueError(f"out_channels must be 1 or 3 (one transmission per pixel or per colour), "
+                             f"got {out_channels!r}")
+        if not 0.0 < t_min <= 1.0:
+            raise ValueError(f"t_min must be in (0, 1], got {t_min!r}")
+        if airlight_method not in physics.AIRLIGHT_METHODS:
+            raise ValueError(f"unknown airlight_method {airlight_method!r}; choose one of {physics.AIRLIGHT_METHODS}")
+        self.radius, self.eps, self.t_min, self.airlight_method = radius, eps, float(t_min), airlight_method
+        self.g0 = Pix2PixUNet(out_channels=out_channels, depth=depth, base_filters=base_filters,
+                              max_filters=max_filters, leaky_slope=leaky_slope, dropout=dropout,
+                              innermost_norm=innermost_norm, name="g0")
+        self.guided_filter = GuidedFilter(radius=radius, eps=eps, name="guided_filter")
+
+    def build(self, input_shape):
+        self.g0.build(input_shape)
+
+    def call(self, hazy, training=None):
+        hazy = _check_images(hazy, "hazy", channels=3)
+        t0 = self.g0(hazy, training=training)
+        airlight = physics.atmospheric_light(hazy, self.airlight_method)
+        t = tf.clip_by_value(self.guided_filter(hazy, t0), self.t_min, 1.0)
+        return {
+            "dehazed": physics.dehaze(hazy, t, airlight, self.t_min),
+            "transmission": t,
+            "coarse_dehazed": physics.dehaze(hazy, t0, airlight, self.t_min),
+            "coarse_transmission": t0,
+            "airlight": airlight,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        g0 = self.g0.get_config()
+        config.update({key: g0[key] for key in ("out_channels", "depth", "base_filters", "max_filters",
+                                                "leaky_slope", "dropout", "innermost_norm")})
+        config.update(radius=self.radius, eps=self.eps, t_min=self.t_min, airlight_method=self.airlight_method)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfdehaze")
+class PatchDiscriminator(keras.Model):
+    """Conditional PatchGAN D of Pix2Pix / the authors' code (§III-E): one real/fake logit per image patch.
+
+    Layers: ``n_layers`` Conv2D(4x4, stride 2) with min(base_filters * 2**i, max_filters) channels (no norm on the
+    first), then ZeroPad(1) - Conv2D(4x4, stride 1, min(base_filters * 2**n_layers, max_filters)), then ZeroPad(1) -
+    Conv2D(4x4, stride 1) to 1 channel (logits, with bias). Each hidden conv is followed by instance norm (except the
+    first) and LeakyReLU(leaky_slope). Default (64, 128, 256, 512): each logit sees a 70x70 patch
+    (`receptive_field`); a 256x256 input gives 30x30 logits, 512x512 gives 62x62.
+
+    Input: the pair (hazy, image) as a tuple/list of two (N, H, W, 3) tensors, or their 6-channel concatenation,
+    in [0, 1]; mapped to [-1, 1] inside. Output: logits (N, h, w, 1) for BCE-from-logits.
+
+    Args:
+        base_filters, n_layers, max_filters: widths and number of stride-2 convs (64, 3, 512).
+        leaky_slope: 0.3, Keras' default, as in the authors' code (pix2pix: 0.2).
+        norm: ``"instance"`` (the paper) or ``"none"`` (convs then get biases; useful to inspect the receptive field,
+            which instance norm's global statistics blur).
+    """
+
+    def __init__(self, base_filters=64, n_layers=3, max_filters=512, leaky_slope=0.3, norm="instance", **kwargs):
+        super().__init__(**kwargs)
+        for key, value in (("base_filters", base_filters), ("n_layers", n_layers), ("max_filters", max_filters)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if norm not in ("instance", "none"):
+            raise ValueError(f"norm must be 'instance' or 'none', got {norm!r}")
+        self.base_filters, self.n_layers, self.max_filters = int(base_filters), int(n_layers), int(max_filters)
+        self.leaky_slope, self.norm = float(leaky_slope), norm
+
+        use_bias = norm == "none"
+        layers = []
+        for i in range(self.n_layers + 1):
+            stride = 2 if i < self.n_layers else 1
+            if stride == 1:
+                layers.append(keras.layers.ZeroPadding2D(1))
+            layers.append(keras.layers.Conv2D(min(self.base_filters * 2 ** i, self.max_filters), 4, strides=stride,
+                                              padding="same" if stride == 2 else "valid", use_bias=use_bias,
+                                              kernel_initializer=_kernel_init()))
+            if i > 0 and norm == "instance":
+                layers.append(_instance_norm())
+            layers.append(keras.layers.LeakyReLU(negative_slope=self.leaky_slope))
+        layers += [keras.layers.ZeroPadding2D(1), keras.layers.Conv2D(1, 4, kernel_initializer=_kernel_init())]
+        self.net = keras.Sequential(layers, name="net")
+
+    @property
+    def receptive_field(self):
+        """Side in input pixels of the square patch one logit depends on (convs only; 70 for the default)."""
+        size = 1
+        for stride in [1, 1] + [2] * self.n_layers:  # walk back from the logits: r <- (r - 1) * stride + 4
+            size = (size - 1) * stride + 4
+        return size
+
+    @staticmethod
+    def _channels(input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+            return sum(s[-1] for s in input_shape)
+        return input_shape[-1]
+
+    def build(self, input_shape):
+        self.net.build((None, None, None, self._channels(input_shape)))
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(f"PatchDiscriminator takes (hazy, image), got {len(inputs)} tensors")
+            inputs = tf.concat([_check_images(inputs[0], "hazy", 3), _check_images(inputs[1], "image", 3)], -1)
+        x = _check_images(inputs, "inputs")
+        return self.net(x * 2.0 - 1.0, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(base_filters=self.base_filters, n_layers=self.n_layers, max_filters=self.max_filters,
+                      leaky_slope=self.leaky_slope, norm=self.norm)
+        return config

@@ -1,0 +1,361 @@
+"""The training loop shared by every paper: data distribution, checkpoints, resume, logs.
+
+A run directory holds (see docs/TRAINING.md):
+
+- ``config.json``: the resolved recipe (written atomically at every start).
+- ``checkpoints/``: ``tf.train.CheckpointManager`` files ``ckpt-<step>.index`` / ``.data-*`` and the ``checkpoint``
+  state file naming the latest one. TensorFlow writes a checkpoint's files first and rewrites the state file
+  atomically last, so a half-written checkpoint is never the one restored.
+- ``metrics.csv``: one row per logged step (step, epoch, time, lr, losses); on resume, rows after the restored step
+  are dropped so the file matches the checkpoint.
+- ``logs/``: TensorBoard scalars (losses, lr) and sample images (hazy | restored | clear).
+- ``samples/step-NNNNNNN.png``: the same sample strips as PNG.
+- ``model.weights.h5`` and ``model.keras``: the final exported model (generator / student), written atomically.
+
+Data position: the checkpoint stores ``epoch`` and ``offset`` (batches of that epoch already used). Each epoch's
+dataset comes from ``data(epoch)``, deterministic for a given epoch (seeded shuffling/augmentation), so a resumed run
+rebuilds epoch ``epoch`` and skips ``offset`` batches: it sees exactly the batches an uninterrupted run would have.
+(Checkpointing the iterator itself would store whole shuffle buffers of images in every checkpoint.)
+"""
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from tfdehaze.train.strategy import is_chief
+
+CHECKPOINT_DIR = "checkpoints"
+DEFAULTS = {"checkpoint_every": 500, "log_every": 10, "sample_every": 500, "keep": 3}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or Inf; ``step`` is the failing step and ``losses`` its loss values."""
+
+    def __init__(self, message, step, losses):
+        super().__init__(message)
+        self.step = step
+        self.losses = losses
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (e.g. a fresh run into a directory with checkpoints)."""
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = pathlib.Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "w", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(path, save):
+    """Call ``save(tmp_path)`` on a temporary sibling with the same suffix(es), then ``os.replace`` it to ``path``."""
+    path = pathlib.Path(path)
+    suffix = "".join(path.suffixes)
+    tmp = path.parent / f".tmp-{os.getpid()}-{path.name[:-len(suffix)] if suffix else path.name}{suffix}"
+    try:
+        save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def has_checkpoints(run_dir):
+    """True when ``run_dir/checkpoints`` holds a checkpoint state file or checkpoint files."""
+    folder = pathlib.Path(run_dir) / CHECKPOINT_DIR
+    return folder.is_dir() and (any(folder.glob("ckpt-*")) or (folder / "checkpoint").exists())
+
+
+class MetricsLog:
+    """``metrics.csv``: header once, one appended row per logged step."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def _read(self):
+        if not self.path.exists():
+            return None, []
+        with open(self.path, newline="") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            rows = [row for row in reader if header and len(row) == len(header)]
+        return header, rows
+
+    def truncate(self, last_step):
+        """Drop rows after ``last_step`` (and any torn last line), atomically."""
+        header, rows = self._read()
+        if header is None:
+            return
+        kept = [row for row in rows if row[0].isdigit() and int(row[0]) <= last_step]
+        text = io.StringIO()
+        csv.writer(text).writerows([header] + kept)
+        atomic_write_text(self.path, text.getvalue())
+
+    def append(self, row):
+        header, _ = self._read()
+        new = header is None
+        if new:
+            header = list(row)
+        elif list(row) != header:
+            raise RunDirError(f"{self.path} has columns {header}, but this run logs {list(row)}; "
+                              "use a new run directory")
+        with open(self.path, "a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(header)
+            writer.writerow([row[key] for key in header])
+            file.flush()
+
+
+def _plugin_metadata(plugin, data_class):
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class)
+
+
+# TensorBoard's scalar and image formats written with TensorFlow's own `tf.summary.write`, so that logging needs no
+# `tensorboard` package on the training machine (TensorFlow 2.21 no longer installs it; `tf.summary.scalar` fails
+# without it). The events are what `tf.summary.scalar` / `tf.summary.image` write.
+_SCALAR = _plugin_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
+_IMAGES = _plugin_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+
+
+def summary_scalar(tag, value, step):
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
+
+
+def summary_images(tag, images, step):
+    """images: uint8 (N, H, W, C) -> one TensorBoard image summary (width, height, PNG...)."""
+    shape = tf.shape(images)
+    pngs = [tf.io.encode_png(image) for image in tf.unstack(images)]
+    tf.summary.write(tag, tf.stack([tf.as_string(shape[2]), tf.as_string(shape[1])] + pngs), step=step,
+                     metadata=_IMAGES)
+
+
+def _all_finite(variables):
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if tf.as_dtype(v.dtype).is_floating)
+
+
+def _format(values):
+    return ", ".join(f"{name}={value:.6g}" for name, value in values.items())
+
+
+class Trainer:
+    """Runs a `steps.Step` over a dataset with checkpoints, logs and resume.
+
+    step: a `tfdehaze.train.steps.Step` whose models were created inside ``strategy.scope()``.
+    data: a ``tf.data.Dataset`` of dicts ``{"hazy", "clear", ...}`` (batched), or a function ``epoch -> Dataset``
+        giving each epoch (deterministic per epoch: needed for an exact resume). Batches are re-formed to the
+        global batch size with the remainder dropped.
+    run_dir: the run directory (created). strategy: a ``tf.distribute.Strategy`` (default: the current one).
+    config: the resolved `Recipe` (or a dict) written to ``config.json``; ``batch_size`` and the intervals default to
+        its fields. batch_size: the GLOBAL batch. checkpoint_every / log_every / sample_every: in steps.
+    keep: checkpoints kept. verbose: 0 silent, 1 progress bar.
+    """
+
+    def __init__(self, step, data, run_dir, strategy=None, config=None, batch_size=None, checkpoint_every=None,
+                 log_every=None, sample_every=None, keep=None, verbose=1, sample_count=3):
+        self.step = step
+        self.data_fn = data if callable(data) else (lambda epoch: data)
+        self.run_dir = pathlib.Path(run_dir)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.config = config
+        fields = config if isinstance(config, dict) else (config.to_dict() if config is not None else {})
+        self.batch_size = int(batch_size or fields.get("batch_size") or 0)
+        if self.batch_size < 1:
+            raise ValueError("Trainer needs the global batch_size (argument or config field)")
+        given = {"checkpoint_every": checkpoint_every, "log_every": log_every, "sample_every": sample_every,
+                 "keep": keep}
+        for name, value in given.items():
+            value = value if value is not None else fields.get(name, DEFAULTS[name])
+            setattr(self, name, int(value))
+        self.verbose = verbose
+        self.sample_count = sample_count
+        self.chief = is_chief(self.strategy)
+        self._ready = False
+
+    # --- set-up -------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self):
+        return self.run_dir / CHECKPOINT_DIR
+
+    def _epoch_dataset(self, epoch, offset=0):
+        dataset = self.data_fn(epoch)
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(f"training data must be a tf.data.Dataset, got {type(dataset).__name__}")
+        dataset = dataset.unbatch().batch(self.batch_size, drop_remainder=True)
+        if offset:
+            dataset = dataset.skip(offset)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def setup(self, resume=False):
+        """Build the step, restore the latest checkpoint when ``resume``; returns the step to continue from.
+
+        A fresh run (``resume=False``) into a directory that already has checkpoints raises `RunDirError`.
+        ``resume=True`` without any checkpoint starts from step 0.
+        """
+        if self._ready:
+            return int(self.counters["step"].numpy())
+        if not resume and has_checkpoints(self.run_dir):
+            latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
+            raise RunDirError(f"run directory {self.run_dir} already has checkpoints"
+                              f"{f' (latest {os.path.basename(latest)})' if latest else ''}; pass --resume "
+                              "(resume=True) to continue that run, or choose another output directory")
+        if self.chief:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        first = next(iter(self.data_fn(0)), None)
+        if first is None:
+            raise ValueError("the training data is empty")
+        self.samples = {key: value[:self.sample_count] for key, value in first.items()}
+        self.step.build(self.strategy, {key: value[:1] for key, value in first.items()}, self.batch_size)
+
+        self.counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+                         for name in ("step", "epoch", "offset")}
+        self.checkpoint = tf.train.Checkpoint(**self.counters, **self.step.checkpoint_objects())
+        # Non-chief workers of a multi-worker run take part in saving (TensorFlow's multi-worker guide) but write
+        # into a throw-away folder.
+        self._save_dir = self.checkpoint_dir if self.chief else pathlib.Path(tempfile.mkdtemp(prefix="tfdehaze-w"))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self._save_dir), max_to_keep=self.keep,
+                                                  step_counter=self.counters["step"])
+        latest = tf.train.latest_checkpoint(str(self.checkpoint_dir)) if resume else None
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            if self.verbose:
+                print(f"Resuming from {latest} (step {int(self.counters['step'].numpy())})")
+        elif resume and self.verbose:
+            print(f"No checkpoint in {self.checkpoint_dir}: starting from step 0")
+        step = int(self.counters["step"].numpy())
+        self._saved_step = step if latest else None
+
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv")
+        if self.chief:
+            self.metrics.truncate(step)
+            if self.config is not None:
+                text = (self.config.to_json() if hasattr(self.config, "to_json")
+                        else json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+                atomic_write_text(self.run_dir / "config.json", text)
+            self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
+        self._ready = True
+        return step
+
+    # --- the loop -----------------------------------------------------------------------------------
+    def fit(self, total_steps, resume=False):
+        """Train until the global step reaches ``total_steps``; returns a dict describing the run's outputs."""
+        step = self.setup(resume)
+        values = {}
+        progbar = keras.utils.Progbar(total_steps, verbose=self.verbose,
+                                      interval=0.05 if sys.stdout.isatty() else 30.0)
+        epoch = int(self.counters["epoch"].numpy())
+        offset = int(self.counters["offset"].numpy())
+        try:
+            while step < total_steps:
+                dataset = self.strategy.experimental_distribute_dataset(self._epoch_dataset(epoch, offset))
+                used = 0
+                for batch in dataset:
+                    values = {name: float(value) for name, value in self.step(batch).items()}
+                    step += 1
+                    used += 1
+                    if not all(math.isfinite(v) for v in values.values()):
+                        raise NonFiniteLossError(
+                            f"non-finite loss at step {step}: {_format(values)}. Training stopped; the last good "
+                            f"checkpoint is kept ({self.manager.latest_checkpoint or 'none yet'}). Lower the learning "
+                            "rate or check the data.", step, values)
+                    self.counters["step"].assign(step)
+                    self.counters["offset"].assign(offset + used)
+                    progbar.update(step, list(values.items()))
+                    if self.chief and (step % self.log_every == 0 or step == total_steps):
+                        self._log(step, epoch, values)
+                    if self.chief and step % self.sample_every == 0:
+                        self._write_samples(step)
+                    if step % self.checkpoint_every == 0 or step == total_steps:
+                        self._save(step)
+                    if step >= total_steps:
+                        break
+                else:
+                    if used == 0 and offset == 0:
+                        raise ValueError(f"the training data yields no full batch of {self.batch_size} examples")
+                    epoch, offset = epoch + 1, 0
+                    self.counters["epoch"].assign(epoch)
+                    self.counters["offset"].assign(0)
+            if self._saved_step != step:
+                self._save(step)
+        finally:
+            if self.chief:
+                self.writer.flush()
+        return self._finish(step, values)
+
+    def _optimizer_lr(self):
+        optimizer = self.step.optimizers_and_variables()[0][0]
+        return float(np.asarray(optimizer.learning_rate))
+
+    def _log(self, step, epoch, values):
+        lr = self._optimizer_lr()
+        self.metrics.append({"step": step, "epoch": epoch, "time": f"{time.time():.3f}", "lr": f"{lr:.6g}",
+                             **{name: f"{value:.8g}" for name, value in values.items()}})
+        with self.writer.as_default():
+            for name, value in values.items():
+                summary_scalar(f"loss/{name}", value, step)
+            summary_scalar("learning_rate", lr, step)
+
+    def _write_samples(self, step):
+        restored = self.step.predict(self.samples["hazy"])
+        strip = tf.concat([self.samples["hazy"], restored, self.samples["clear"]], axis=2)
+        strip = tf.image.convert_image_dtype(tf.clip_by_value(tf.cast(strip, tf.float32), 0.0, 1.0), tf.uint8,
+                                             saturate=True)
+        with self.writer.as_default():
+            summary_images("samples/hazy_restored_clear", strip, step)
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        png = tf.io.encode_png(tf.concat(tf.unstack(strip), axis=0))
+        atomic_save(folder / f"step-{step:07d}.png", lambda tmp: tf.io.write_file(tmp, png))
+
+    def _save(self, step):
+        variables = [v for obj in self.step.checkpoint_objects().values() for v in obj.variables]
+        if not _all_finite(variables):
+            raise NonFiniteLossError(
+                f"weights became non-finite by step {step} (losses were finite); not saving. The last good "
+                f"checkpoint is kept ({self.manager.latest_checkpoint or 'none yet'}).", step, {})
+        self.manager.save(checkpoint_number=step)
+        self._saved_step = step
+        if not self.chief:
+            shutil.rmtree(self._save_dir, ignore_errors=True)
+
+    def _finish(self, step, values):
+        result = {"run_dir": self.run_dir, "step": step, "losses": values,
+                  "checkpoint": tf.train.latest_checkpoint(str(self.checkpoint_dir))}
+        if self.chief:
+            model = self.step.export_model
+            result["weights"] = self.run_dir / "model.weights.h5"
+            atomic_save(result["weights"], model.save_weights)
+            try:
+                atomic_save(self.run_dir / "model.keras", model.save)
+                result["keras"] = self.run_dir / "model.keras"
+            except Exception as error:  # the weights file above is the run's product; .keras is a convenience
+                warnings.warn(f"could not save {type(model).__name__} as .keras ({error}); "
+                              f"use {result['weights']} with the model's constructor")
+        return result
