@@ -1,12 +1,14 @@
 """GuidedFilter speed and memory against OpenCV's C++ guided filter (cv2.ximgproc.guidedFilter).
 
 Prints, for 512² and 2048² (1-channel float32 guide and x, batch 1) and r = 2, 8, 60, 120:
-- forward time of ``guided_filter`` (inside ``tf.function``; default ``jit_compile=True``) and of OpenCV;
+- forward time of ``guided_filter`` (inside ``tf.function``; default ``jit_compile=True``), of the same without XLA
+  (``jit_compile=False``) and of OpenCV;
 - backward time = (forward + backward) − forward, for the custom gradient and for ``tf.GradientTape`` autodiff of the
   very same forward without the custom gradient (``_forward``);
-- peak memory: max resident set size (``ru_maxrss``) of a fresh subprocess that runs one configuration (r = 60)
-  twice, minus that of a subprocess that imports everything and builds the inputs but runs nothing. It includes XLA
-  compilation and TensorFlow's allocator caching, so read it as "extra memory the process needed", not tensor bytes.
+- peak memory: in a fresh subprocess per configuration (r = 60), after imports and inputs, the peak-RSS mark is reset
+  (/proc/self/clear_refs) and the configuration runs twice; the table shows peak RSS (VmHWM) minus the RSS before.
+  It includes XLA compilation and TensorFlow's allocator caching: read it as "extra memory the process needed", not
+  as tensor bytes. Linux only (``ru_maxrss`` would not do: a child inherits its parent's).
 
 Times are the minimum over repeats (wall clock, after a warm-up call that also compiles). Run by hand:
     python benchmarks/guided_filter.py            # about 3-4 minutes on 2 cores
@@ -14,7 +16,6 @@ Times are the minimum over repeats (wall clock, after a warm-up call that also c
 """
 import argparse
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ def variants(radius):
 
     return {
         "forward": tf.function(lambda g, x: guided_filter(g, x, radius, EPS)),
+        "no_xla": tf.function(lambda g, x: guided_filter(g, x, radius, EPS, jit_compile=False)),
         "custom": fwd_bwd(lambda g, x: guided_filter(g, x, radius, EPS)),
         "autodiff": fwd_bwd(autodiff_forward),
     }
@@ -79,19 +81,19 @@ def best_time(fn, args, repeats):
 
 
 def memory_child(size, variant):
-    """Runs in a subprocess: peak RSS (MB) after running one configuration twice."""
+    """Runs in a fresh subprocess: peak RSS growth (MB) while running one configuration twice (Linux)."""
     import tensorflow as tf
 
     g, x = inputs(size)
-    if variant == "opencv":
-        fn = opencv(60)
-    elif variant != "baseline":
-        fn = variants(60)[variant]
+    fn = opencv(60) if variant == "opencv" else variants(60)[variant]
+    if variant != "opencv":
         g, x = tf.constant(g), tf.constant(x)
-    if variant != "baseline":
-        for _ in range(2):
-            sync(fn(g, x))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    status = pathlib.Path("/proc/self/status")
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    before = int(status.read_text().split("VmRSS:")[1].split()[0])
+    for _ in range(2):
+        sync(fn(g, x))
+    print((int(status.read_text().split("VmHWM:")[1].split()[0]) - before) / 1024)
 
 
 def peak_mb(size, variant):
@@ -104,34 +106,34 @@ def main(quick):
     import tensorflow as tf
 
     print(f"TensorFlow {tf.__version__}; 1-channel float32 guide and x, batch 1, eps={EPS}; times in ms (min)")
-    header = (f"{'size':>5} {'r':>4} | {'fwd':>7} {'OpenCV':>7} {'ratio':>5} | {'bwd custom':>10} {'bwd autodiff':>12}"
-              f" | {'fwd+bwd custom':>14} {'fwd+bwd autodiff':>16}")
+    header = (f"{'size':>5} {'r':>4} | {'fwd':>7} {'OpenCV':>7} {'ratio':>5} {'no XLA':>7} | {'bwd custom':>10}"
+              f" {'bwd autodiff':>12} | {'fwd+bwd custom':>14} {'fwd+bwd autodiff':>16}")
     print(header)
     print("-" * len(header))
     for size in (512,) if quick else (512, 2048):
         g, x = inputs(size)
         gt, xt = tf.constant(g), tf.constant(x)
-        reps = 15 if size <= 512 else 4
+        reps = 15 if size <= 512 else 6
         fwd_times = {}
         for r in RADII:
             fns = variants(r)
             fwd = best_time(fns["forward"], (gt, xt), reps)
             ocv = best_time(opencv(r), (g, x), reps)
+            no_xla = best_time(fns["no_xla"], (gt, xt), reps)
             custom = best_time(fns["custom"], (gt, xt), max(reps // 2, 3))
             auto = best_time(fns["autodiff"], (gt, xt), max(reps // 2, 3))
             fwd_times[r] = fwd
-            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} | {custom - fwd:10.1f} {auto - fwd:12.1f}"
-                  f" | {custom:14.1f} {auto:16.1f}", flush=True)
+            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {no_xla:7.1f} | {custom - fwd:10.1f}"
+                  f" {auto - fwd:12.1f} | {custom:14.1f} {auto:16.1f}", flush=True)
         print(f"{size:>5} forward r=120 / r=2: {fwd_times[120] / fwd_times[2]:.2f}")
     if quick:
         return
-    print("\nPeak memory, r = 60: max RSS of a fresh process running the configuration, minus the same process "
-          "running nothing (MB)")
+    print("\nPeak memory, r = 60: growth of the peak RSS of a fresh process while it runs the configuration twice "
+          "(compilation included), MB")
     for size in (512, 2048):
-        base = peak_mb(size, "baseline")
-        row = {v: peak_mb(size, v) - base for v in ("forward", "custom", "autodiff", "opencv")}
-        print(f"{size:>5}: baseline {base:7.0f} | forward {row['forward']:7.0f} | fwd+bwd custom {row['custom']:7.0f}"
-              f" | fwd+bwd autodiff {row['autodiff']:7.0f} | OpenCV {row['opencv']:7.0f}", flush=True)
+        row = {v: peak_mb(size, v) for v in ("forward", "custom", "autodiff", "opencv")}
+        print(f"{size:>5}: forward {row['forward']:6.0f} | fwd+bwd custom {row['custom']:6.0f}"
+              f" | fwd+bwd autodiff {row['autodiff']:6.0f} | OpenCV {row['opencv']:6.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -41,9 +42,12 @@ def candidates():
         return
     for name in registry.names():
         try:
-            model, note = registry.load(name), "registry.load"
+            with warnings.catch_warnings(record=True) as caught:    # the registry warns for random weights
+                warnings.simplefilter("always")
+                model = registry.load(name)
+            note = "random weights" if caught else "released weights"
         except (FileNotFoundError, ValueError, OSError):
-            model, note = registry.build(name), "registry.build (weights not converted: random)"
+            model, note = registry.build(name), "random weights (released ones not converted)"
         yield name, tf.function(lambda x, m=model: m(x, training=False)), model, note
 
 

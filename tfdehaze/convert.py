@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import pathlib
 import pickle
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
@@ -188,20 +187,22 @@ def load_torch_legacy(path, module_packages=("MINet",)):
         storages = {}
 
         def unpickle():
-            return _RestrictedUnpickler(f, path, tuple(module_packages), storages).load()
-
-        try:
-            if unpickle() != LEGACY_MAGIC or unpickle() != LEGACY_PROTOCOL:
-                raise ValueError(f"{path}: not a legacy PyTorch checkpoint (magic number / protocol mismatch)")
-            sys_info = unpickle()
-            if not sys_info.get("little_endian", True):
-                raise ValueError(f"{path}: big-endian checkpoints are not supported")
-            obj = unpickle()
-            keys = unpickle()
-        except (EOFError, pickle.UnpicklingError) as e:
-            if isinstance(e, UnsafeCheckpointError):
+            try:
+                return _RestrictedUnpickler(f, path, tuple(module_packages), storages).load()
+            except UnsafeCheckpointError:
                 raise
-            raise ValueError(f"{path}: unreadable PyTorch checkpoint ({e})") from e
+            except Exception as e:  # malformed pickle data of any kind: name the file, not pickle's internals
+                raise ValueError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+        if unpickle() != LEGACY_MAGIC or unpickle() != LEGACY_PROTOCOL:
+            raise ValueError(f"{path}: not a legacy PyTorch checkpoint (magic number / protocol mismatch)")
+        sys_info = unpickle()
+        if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
+            raise ValueError(f"{path}: only little-endian checkpoints are supported")
+        obj = unpickle()
+        keys = unpickle()
+        if not isinstance(keys, list):
+            raise ValueError(f"{path}: no storage key list after the main pickle")
         for key in keys:
             storage = storages.get(key)
             if storage is None:
@@ -350,10 +351,9 @@ def convert_official_weights(pth_path, out_path=None):
         raise ValueError(f"output must end with .weights.h5 (Keras weights), got {out_path}")
     model = load_minet_official_state(minet.build_official(), minet_official_state(pth_path))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".weights.h5")
-    os.close(fd)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.weights.h5")   # same folder: atomic replace
     try:
-        model.save_weights(tmp, overwrite=True)
+        model.save_weights(str(tmp), overwrite=True)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -1,4 +1,4 @@
-"""GuidedFilter layer: forward against naive windows / OpenCV, custom gradient against autodiff and finite differences."""
+"""GuidedFilter: forward against naive windows and OpenCV, custom gradient against autodiff and finite differences."""
 import cv2
 import keras
 import numpy as np
@@ -138,7 +138,7 @@ def test_forward_on_real_photograph(reference_dir):
 
 
 # ---------------------------------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("guide_c, x_c, r", [(1, 1, 2), (1, 2, 1), (3, 3, 3), (1, 1, 7), (3, 2, 40)])
+@pytest.mark.parametrize("guide_c, x_c, r", [(1, 2, 1), (3, 3, 3), (1, 1, 7), (3, 2, 40)])
 def test_custom_gradient_equals_autodiff(rng, guide_c, x_c, r):
     """float64, batch 2, 17x23 images; r = 40 is larger than the image. Gradients for x and the guide."""
     eps = 1e-3

@@ -87,6 +87,9 @@ def test_torch_written_legacy_checkpoint_reads_back(tmp_path):
     for key, value in state.items():
         assert loaded[key].dtype == value.numpy().dtype and loaded[key].shape == tuple(value.shape)
         np.testing.assert_array_equal(loaded[key], value.numpy())
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="legacy.pth: truncated"):
+        convert.load_torch_legacy(path)
 
 
 # ---- the released weights --------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ class MINet(keras.Model):
         attention: "rca", "ca" (ordinary channel attention) or None.
         fusion: "mlf", "concat" (1x1 conv of [x1, x2, x3]) or None (x3 alone, Table 2).
         reduction: RCA / CA MLP reduction ratio.
-        recompute: IM-blocks backpropagate by recomputation (memory flat in T).
+        recompute: IM-blocks backpropagate by recomputation (training memory nearly flat in T, ~1.3x the
+            time; see benchmarks/minet_memory.py).
 
     Call: ``model(hazy)``, hazy (N, H, W, 3) RGB in [0, 1] -> {"dehazed": (N, H, W, 3)}.
     """

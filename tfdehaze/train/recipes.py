@@ -166,10 +166,9 @@ def build_schedule(recipe, steps_per_epoch=None):
     if params.pop("unit", "steps") == "epochs":
         if not steps_per_epoch:
             raise ValueError("an lr_schedule in epochs needs the number of steps per epoch")
-        for key in _SCHEDULE_STEP_KEYS:
-            if key in params:
-                value = params[key]
-                params[key] = [v * steps_per_epoch for v in value] if isinstance(value, list) else value * steps_per_epoch
+        for key in set(_SCHEDULE_STEP_KEYS) & set(params):
+            value = params[key]
+            params[key] = [v * steps_per_epoch for v in value] if isinstance(value, list) else value * steps_per_epoch
     lr = recipe.learning_rate
     schedules = keras.optimizers.schedules
     try:
