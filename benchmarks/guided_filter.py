@@ -4,13 +4,14 @@ Prints, for 512² and 2048² (1-channel float32 guide and x, batch 1) and r = 2,
 - forward time of ``guided_filter`` (inside ``tf.function``; default ``jit_compile=True``), of the same without XLA
   (``jit_compile=False``) and of OpenCV;
 - backward time = (forward + backward) − forward, for the custom gradient and for ``tf.GradientTape`` autodiff of the
-  very same forward without the custom gradient (``_forward``);
+  very same forward without the custom gradient (``custom_gradient=False``);
 - peak memory: in a fresh subprocess per configuration (r = 60), after imports and inputs, the peak-RSS mark is reset
   (/proc/self/clear_refs) and the configuration runs twice; the table shows peak RSS (VmHWM) minus the RSS before.
   It includes XLA compilation and TensorFlow's allocator caching: read it as "extra memory the process needed", not
   as tensor bytes. Linux only (``ru_maxrss`` would not do: a child inherits its parent's).
 
-Times are the minimum over repeats (wall clock, after a warm-up call that also compiles). Run by hand:
+Times are the minimum over repeats (wall clock; configurations interleaved round-robin, after a first round that
+also compiles). Run by hand:
     python benchmarks/guided_filter.py            # about 3-4 minutes on 2 cores
     python benchmarks/guided_filter.py --quick    # 512² only, no memory table
 """
@@ -39,10 +40,10 @@ def inputs(size):
 def variants(radius):
     import tensorflow as tf
 
-    from tfdehaze.layers.guided_filter import _forward, _planes, guided_filter
+    from tfdehaze.layers.guided_filter import guided_filter
 
     def autodiff_forward(g, x):
-        return _forward(_planes(g), _planes(x), radius, EPS, True)[0]
+        return guided_filter(g, x, radius, EPS, custom_gradient=False)
 
     def fwd_bwd(fn):
         def run(g, x):
@@ -71,13 +72,15 @@ def sync(out):
     return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def best_time(fn, args, repeats):
-    times = []
-    for _ in range(repeats + 1):  # the first call compiles
-        start = time.perf_counter()
-        sync(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times[1:])
+def best_times(fns, repeats):
+    """Min wall time (ms) of each function; calls interleaved round-robin so a burst of other load hits all alike."""
+    times = {key: [] for key in fns}
+    for _ in range(repeats + 1):  # the first round compiles
+        for key, (fn, fn_args) in fns.items():
+            start = time.perf_counter()
+            sync(fn(*fn_args))
+            times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * min(t[1:]) for key, t in times.items()}
 
 
 def memory_child(size, variant):
@@ -113,19 +116,18 @@ def main(quick):
     for size in (512,) if quick else (512, 2048):
         g, x = inputs(size)
         gt, xt = tf.constant(g), tf.constant(x)
-        reps = 15 if size <= 512 else 6
-        fwd_times = {}
+        fns = {}
         for r in RADII:
-            fns = variants(r)
-            fwd = best_time(fns["forward"], (gt, xt), reps)
-            ocv = best_time(opencv(r), (g, x), reps)
-            no_xla = best_time(fns["no_xla"], (gt, xt), reps)
-            custom = best_time(fns["custom"], (gt, xt), max(reps // 2, 3))
-            auto = best_time(fns["autodiff"], (gt, xt), max(reps // 2, 3))
-            fwd_times[r] = fwd
-            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {no_xla:7.1f} | {custom - fwd:10.1f}"
+            fns.update({(r, k): (fn, (gt, xt)) for k, fn in variants(r).items()})
+            fns[r, "opencv"] = (opencv(r), (g, x))
+        fast = {key: value for key, value in fns.items() if key[1] in ("forward", "opencv", "no_xla")}
+        t = best_times(fast, 12 if size <= 512 else 5)
+        t.update(best_times({k: v for k, v in fns.items() if k not in fast}, 6 if size <= 512 else 3))
+        for r in RADII:
+            fwd, ocv, custom, auto = t[r, "forward"], t[r, "opencv"], t[r, "custom"], t[r, "autodiff"]
+            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {t[r, 'no_xla']:7.1f} | {custom - fwd:10.1f}"
                   f" {auto - fwd:12.1f} | {custom:14.1f} {auto:16.1f}", flush=True)
-        print(f"{size:>5} forward r=120 / r=2: {fwd_times[120] / fwd_times[2]:.2f}")
+        print(f"{size:>5} forward r=120 / r=2: {t[120, 'forward'] / t[2, 'forward']:.2f}")
     if quick:
         return
     print("\nPeak memory, r = 60: growth of the peak RSS of a fresh process while it runs the configuration twice "

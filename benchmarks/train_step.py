@@ -33,13 +33,7 @@ def child(size, custom_gradient, repeats, radius):
     from tfdehaze.train import GANStep, build_optimizer, get_recipe
 
     depth = int(math.log2(size))
-    try:
-        generator = GuidedPix2Pix(depth=depth, radius=radius, custom_gradient=custom_gradient)
-    except (TypeError, ValueError) as error:  # a GuidedPix2Pix without the switch always uses the custom gradient
-        if not custom_gradient or "custom_gradient" not in str(error):
-            print(json.dumps({"error": f"GuidedPix2Pix(custom_gradient=False) not available: {error}"}))
-            return
-        generator = GuidedPix2Pix(depth=depth, radius=radius)
+    generator = GuidedPix2Pix(depth=depth, radius=radius, custom_gradient=custom_gradient)
     recipe = get_recipe("guided-pix2pix")
     step = GANStep(generator, PatchDiscriminator(), build_optimizer(recipe), build_optimizer(recipe))
     batch = {"hazy": tf.random.uniform([1, size, size, 3], seed=0),
@@ -72,7 +66,7 @@ def main():
         return
 
     print(f"Guided-Pix2Pix GAN step (G + D, Adam), batch 1, radius {args.radius}; median of {args.repeats} steps "
-          "after one warm-up; each row a fresh subprocess (peak RSS = its high-water mark); shared 2-core machine")
+          "after one warm-up; each row a fresh subprocess (peak RSS = its high-water mark); 2-core CPU machine")
     header = f"{'size':>5} {'depth':>5} {'GuidedFilter grad':>18} {'s/step':>8} {'1st step s':>10} " \
              f"{'base MB':>8} {'peak RSS MB':>11}"
     print(header)

@@ -256,3 +256,22 @@ def test_bad_layer_arguments_and_box_filter_shapes():
         GuidedFilter(eps=-1.0)
     with pytest.raises(ValueError, match="x must be a 4-D"):
         box_filter(np.zeros((8, 8), np.float32), 2)
+
+
+def test_custom_gradient_flag_switches_to_autodiff_of_the_same_forward(rng):
+    """custom_gradient=False: identical forward, gradient by TF autodiff, equal to Algorithm 2's."""
+    guide = tf.constant(rng.random((2, 20, 24, 3)))
+    x = tf.constant(rng.random((2, 20, 24, 2)))
+    dy = tf.constant(rng.standard_normal((2, 20, 24, 2)))
+    grads, outs = [], []
+    for flag in (True, False):
+        layer = GuidedFilter(radius=3, eps=1e-3, custom_gradient=flag, dtype="float64")
+        assert GuidedFilter.from_config(layer.get_config()).custom_gradient is flag
+        with tf.GradientTape() as tape:
+            tape.watch([guide, x])
+            y = layer(guide, x)
+        outs.append(y.numpy())
+        grads.append([g.numpy() for g in tape.gradient(y, [guide, x], output_gradients=dy)])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    for custom, auto in zip(*grads):
+        np.testing.assert_allclose(custom, auto, rtol=1e-6, atol=1e-9)

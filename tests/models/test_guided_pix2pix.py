@@ -189,3 +189,13 @@ def test_tf_train_checkpoint_round_trip(tmp_path, hazy, make, inputs):
     assert len(target.weights) == len(source.weights)
     for x, y in zip(source.weights, target.weights):
         np.testing.assert_array_equal(y.numpy(), x.numpy(), err_msg=x.path)
+
+
+def test_graph_mode_equals_eager(hazy):
+    """Inside tf.function, TF 2.21's oneDNN rewrites may fuse conv + bias (+ add) + LeakyReLU into one op with a
+    fixed 0.2 slope (found with MI-Net's head); our LeakyReLU slope is 0.3, so any such fusion would show here."""
+    generator, discriminator = GuidedPix2Pix(**SMALL), PatchDiscriminator(base_filters=8, n_layers=2)
+    for model, args in ((generator, (hazy,)), (discriminator, ((hazy, hazy[::-1]),))):
+        eager = tf.nest.map_structure(np.asarray, model(*args, training=False))
+        graph = tf.nest.map_structure(np.asarray, tf.function(lambda *a: model(*a, training=False))(*args))
+        tf.nest.map_structure(lambda e, g: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5), eager, graph)

@@ -188,13 +188,16 @@ class GuidedPix2Pix(keras.Model):
         t_min: transmission floor of the inversion (0.05).
         airlight_method: ``"brightest_luma"`` (paper eqs. 5-7), ``"brightest_value"`` (authors' code) or
             ``"dark_channel"``.
+        custom_gradient: the guided filter's backward by Algorithm 2 (default) or TensorFlow autodiff of the same
+            forward (for comparison, see benchmarks/train_step.py).
 
     Returns a dict: ``dehazed`` J (N, H, W, 3), ``transmission`` t (N, H, W, C), ``coarse_dehazed`` J0,
     ``coarse_transmission`` t0, ``airlight`` A (N, 1, 1, 3). Any H, W (the backbone pads and crops).
     """
 
     def __init__(self, out_channels=1, depth=9, base_filters=64, max_filters=512, leaky_slope=0.3, dropout=0.5,
-                 innermost_norm=True, radius=60, eps=1e-4, t_min=0.05, airlight_method="brightest_luma", **kwargs):
+                 innermost_norm=True, radius=60, eps=1e-4, t_min=0.05, airlight_method="brightest_luma",
+                 custom_gradient=True, **kwargs):
         super().__init__(**kwargs)
         if out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 or 3 (one transmission per pixel or per colour), "
@@ -207,7 +210,9 @@ class GuidedPix2Pix(keras.Model):
         self.g0 = Pix2PixUNet(out_channels=out_channels, depth=depth, base_filters=base_filters,
                               max_filters=max_filters, leaky_slope=leaky_slope, dropout=dropout,
                               innermost_norm=innermost_norm, name="g0")
-        self.guided_filter = GuidedFilter(radius=radius, eps=eps, name="guided_filter")
+        self.custom_gradient = bool(custom_gradient)
+        self.guided_filter = GuidedFilter(radius=radius, eps=eps, custom_gradient=custom_gradient,
+                                          name="guided_filter")
 
     def build(self, input_shape):
         self.g0.build(input_shape)
@@ -230,7 +235,8 @@ class GuidedPix2Pix(keras.Model):
         g0 = self.g0.get_config()
         config.update({key: g0[key] for key in ("out_channels", "depth", "base_filters", "max_filters",
                                                 "leaky_slope", "dropout", "innermost_norm")})
-        config.update(radius=self.radius, eps=self.eps, t_min=self.t_min, airlight_method=self.airlight_method)
+        config.update(radius=self.radius, eps=self.eps, t_min=self.t_min, airlight_method=self.airlight_method,
+                      custom_gradient=self.custom_gradient)
         return config
 
 
