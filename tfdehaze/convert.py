@@ -13,7 +13,6 @@ it. No torch import, no class from the file, no code from the file.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import pickle
 from collections import OrderedDict
@@ -207,9 +206,11 @@ def load_torch_legacy(path, module_packages=("MINet",)):
             storage = storages.get(key)
             if storage is None:
                 raise ValueError(f"{path}: storage {key} is listed but no tensor uses it")
-            numel = np.frombuffer(f.read(8), "<i8")
-            if numel.size != 1 or int(numel[0]) != storage.numel:
-                raise ValueError(f"{path}: storage {key}: size mismatch or truncated file")
+            head = f.read(8)
+            if len(head) != 8:
+                raise ValueError(f"{path}: truncated before storage {key}")
+            if int(np.frombuffer(head, "<i8")[0]) != storage.numel:
+                raise ValueError(f"{path}: storage {key}: size does not match its tensors")
             raw = f.read(storage.numel * storage.dtype.itemsize)
             if len(raw) != storage.numel * storage.dtype.itemsize:
                 raise ValueError(f"{path}: truncated in storage {key}")
@@ -351,11 +352,4 @@ def convert_official_weights(pth_path, out_path=None):
         raise ValueError(f"output must end with .weights.h5 (Keras weights), got {out_path}")
     model = load_minet_official_state(minet.build_official(), minet_official_state(pth_path))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.weights.h5")   # same folder: atomic replace
-    try:
-        model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return out_path
+    return paths.atomic_save(out_path, model.save_weights)

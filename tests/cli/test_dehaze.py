@@ -1,6 +1,5 @@
 """tfdehaze-dehaze: files and folders in, PNGs out, inputs never overwritten, clear errors."""
 import numpy as np
-import pytest
 
 from tfdehaze import metrics, physics
 from tfdehaze.cli import dehaze as cli

@@ -31,6 +31,7 @@ def run_cli(argv, capsys):
     (["minet", "--distribute", "tpu"], "argument --distribute: invalid choice: 'tpu'"),
     (["minet", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
     (["minet", "--batch-size", "0"], "batch_size must be a positive integer"),
+    (["minet", "--model-arg", "depth"], "--model-arg takes KEY=VALUE, got 'depth'"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     code, err = run_cli(argv, capsys)
@@ -59,6 +60,15 @@ def test_flags_override_config_which_overrides_recipe(tmp_path):
     assert (recipe.steps, recipe.epochs) == (7, None)  # --steps replaces the config's epochs
     assert recipe.learning_rate == 1e-3  # from the minet recipe
     assert recipe.data == {"hazy": str(tmp_path.resolve()), "clear": str(tmp_path.resolve())}
+
+
+def test_model_args_override_model_kwargs(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model_kwargs": {"depth": 6, "radius": 9}}))
+    args = cli._parser().parse_args(["guided-pix2pix", "--config", str(config), "--model-arg", "depth=7",
+                                     "--model-arg", "airlight_method=dark_channel", "--model-arg", "eps=1e-3"])
+    assert cli._resolve_recipe(args).model_kwargs == {"depth": 7, "radius": 9, "airlight_method": "dark_channel",
+                                                      "eps": 1e-3}
 
 
 def read_metrics(run_dir):

@@ -39,6 +39,9 @@ def _parser():
     parser.add_argument("--distribute", choices=strategy.KINDS, default="auto",
                         help="auto: all local GPUs when there are several; multi-worker: reads TF_CONFIG")
     parser.add_argument("--config", metavar="FILE", help="JSON object of recipe fields overriding the recipe")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="model constructor override (repeatable; VALUE is JSON, else a string), "
+                             "e.g. --model-arg depth=7 --model-arg radius=15")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -67,6 +70,8 @@ def _resolve_recipe(args):
         recipe = recipe.replace(**overrides)
     changes = {name: getattr(args, name) for name in ("batch_size", "image_size", "seed")
                if getattr(args, name) is not None}
+    if args.model_arg:
+        changes["model_kwargs"] = {**recipe.model_kwargs, **dict(map(_model_arg, args.model_arg))}
     if args.steps is not None:
         changes.update(steps=args.steps, epochs=None)
     if args.epochs is not None:
@@ -82,6 +87,17 @@ def _resolve_recipe(args):
             raise ValueError(f"manifest {args.manifest} does not exist")
         changes["data"] = {"manifest": str(pathlib.Path(args.manifest).resolve())}
     return recipe.replace(**changes)
+
+
+def _model_arg(text):
+    """``KEY=VALUE`` -> (key, value); VALUE parsed as JSON (numbers, true/false, lists), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--model-arg takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def main(argv=None):

@@ -6,13 +6,13 @@ by 65535. EXIF orientation is ignored, as ``tf.io.decode_image`` ignores it, so 
 `tfdehaze.data.pipeline` agree pixel for pixel. Every failure is an `ImageError` naming the file and the reason.
 """
 import io
-import os
 import pathlib
-import uuid
 
 import cv2
 import numpy as np
 import PIL.Image
+
+from tfdehaze.paths import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -115,19 +115,6 @@ def write_image(path, image):
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.tobytes())
     return path
-
-
-def atomic_write(path, data):
-    """Write bytes or str `data` to `path` via a temporary file in the same folder and `os.replace`."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def list_images(folder):

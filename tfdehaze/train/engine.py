@@ -27,7 +27,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 
 import keras
@@ -35,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from tfdehaze.paths import atomic_save, atomic_write
 from tfdehaze.train.strategy import is_chief
 
 CHECKPOINT_DIR = "checkpoints"
@@ -52,35 +52,6 @@ class NonFiniteLossError(RuntimeError):
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (e.g. a fresh run into a directory with checkpoints)."""
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_save(path, save):
-    """Call ``save(tmp_path)`` on a temporary sibling with the same suffix(es), then ``os.replace`` it to ``path``."""
-    path = pathlib.Path(path)
-    suffix = "".join(path.suffixes)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name[:-len(suffix)] if suffix else path.name}{suffix}"
-    try:
-        save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def has_checkpoints(run_dir):
@@ -112,7 +83,7 @@ class MetricsLog:
         kept = [row for row in rows if row[0].isdigit() and int(row[0]) <= last_step]
         text = io.StringIO()
         csv.writer(text).writerows([header] + kept)
-        atomic_write_text(self.path, text.getvalue())
+        atomic_write(self.path, text.getvalue())
 
     def append(self, row):
         header, _ = self._read()
@@ -258,7 +229,7 @@ class Trainer:
             if self.config is not None:
                 text = (self.config.to_json() if hasattr(self.config, "to_json")
                         else json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-                atomic_write_text(self.run_dir / "config.json", text)
+                atomic_write(self.run_dir / "config.json", text)
             self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
         self._ready = True
         return step
