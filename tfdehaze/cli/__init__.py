@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CLI users need no cuInit/oneDNN notices
 
 
 def run_cli(job: Callable[[], object]) -> int:
