@@ -6,7 +6,8 @@ import tensorflow as tf
 from tfdehaze import physics
 from tfdehaze.layers.guided_filter import GuidedFilter
 from tfdehaze.layers.normalization import InstanceNormalization
-from tfdehaze.models.guided_pix2pix import GuidedPix2Pix, PatchDiscriminator, Pix2PixUNet, pad_to_multiple
+from tfdehaze.layers.images import pad_to_multiple
+from tfdehaze.models.guided_pix2pix import GuidedPix2Pix, PatchDiscriminator, Pix2PixUNet
 
 SMALL = dict(depth=5, base_filters=8, radius=4)
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tfdehaze import physics
 from tfdehaze.layers.guided_filter import GuidedFilter
+from tfdehaze.layers.images import check_images, pad_to_multiple
 from tfdehaze.layers.normalization import InstanceNormalization
 
 DROPOUT_BLOCKS = 3  # Pix2Pix: dropout on the first (deepest) three decoder blocks
@@ -29,44 +30,6 @@ def _kernel_init():
 def _instance_norm():
     # The authors' instance norm: affine, scale initialised N(1, 0.02), offset 0, epsilon 1e-5.
     return InstanceNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
-
-
-def _reflect_pad(x, top, bottom, left, right):
-    """Reflect-pad H and W of an NHWC tensor by any amounts (``tf.pad``'s REFLECT needs pad < size).
-
-    Indices outside [0, n) are folded back with period 2(n - 1) (edge pixel not repeated), so a pad larger than the
-    image keeps reflecting back and forth.
-    """
-    def fold(n, before, after):
-        index = tf.range(-before, n + after)
-        period = tf.maximum(2 * n - 2, 1)
-        index = tf.math.floormod(index, period)
-        return tf.where(index < n, index, period - index)
-
-    shape = tf.shape(x)
-    x = tf.gather(x, fold(shape[1], top, bottom), axis=1)
-    return tf.gather(x, fold(shape[2], left, right), axis=2)
-
-
-def pad_to_multiple(x, multiple):
-    """Reflect-pad an NHWC tensor so H and W are multiples of ``multiple``, split evenly top/bottom, left/right.
-
-    Returns (padded, crop) where ``crop(y)`` cuts a network output of the padded size back to the input's H and W.
-    """
-    shape = tf.shape(x)
-    h, w = shape[1], shape[2]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    top, left = pad_h // 2, pad_w // 2
-    padded = _reflect_pad(x, top, pad_h - top, left, pad_w - left)
-    return padded, lambda y: y[:, top:top + h, left:left + w, :]
-
-
-def _check_images(x, name, channels=None):
-    x = tf.convert_to_tensor(x)
-    if x.shape.rank != 4 or (channels is not None and x.shape[-1] not in (None, channels)):
-        want = f"(N, H, W, {channels})" if channels else "(N, H, W, C)"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
-    return tf.cast(x, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="tfdehaze")
@@ -143,7 +106,7 @@ class Pix2PixUNet(keras.Model):
         self.last.build(shape)
 
     def call(self, hazy, training=None):
-        hazy = _check_images(hazy, "hazy")
+        hazy = check_images(hazy, "hazy")
         x, crop = pad_to_multiple(hazy * 2.0 - 1.0, 2 ** self.depth)
         skips = []
         for i in range(1, self.depth + 1):
@@ -218,7 +181,7 @@ class GuidedPix2Pix(keras.Model):
         self.g0.build(input_shape)
 
     def call(self, hazy, training=None):
-        hazy = _check_images(hazy, "hazy", channels=3)
+        hazy = check_images(hazy, "hazy", channels=3)
         t0 = self.g0(hazy, training=training)
         airlight = physics.atmospheric_light(hazy, self.airlight_method)
         t = tf.clip_by_value(self.guided_filter(hazy, t0), self.t_min, 1.0)
@@ -306,8 +269,8 @@ class PatchDiscriminator(keras.Model):
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 2:
                 raise ValueError(f"PatchDiscriminator takes (hazy, image), got {len(inputs)} tensors")
-            inputs = tf.concat([_check_images(inputs[0], "hazy", 3), _check_images(inputs[1], "image", 3)], -1)
-        x = _check_images(inputs, "inputs")
+            inputs = tf.concat([check_images(inputs[0], "hazy", 3), check_images(inputs[1], "image", 3)], -1)
+        x = check_images(inputs, "inputs")
         return self.net(x * 2.0 - 1.0, training=training)
 
     def get_config(self):

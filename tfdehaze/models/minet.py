@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfdehaze import paths
 from tfdehaze.layers.attention import ChannelAttention, ResidualChannelAttention
 from tfdehaze.layers.fusion import MultiLevelFusion
+from tfdehaze.layers.images import check_images, pad_to_multiple
 from tfdehaze.layers.implicit import IMBlock, MLEBlock
 from tfdehaze.layers.normalization import InstanceNormalization
 
@@ -178,15 +179,9 @@ class MINet(keras.Model):
         return self.deconv(self.layer1(y))[..., ::-1] / 255.0
 
     def call(self, hazy, training=None):
-        hazy = tf.convert_to_tensor(hazy)
-        if hazy.shape.rank != 4 or hazy.shape[-1] != 3:
-            raise ValueError(f"MINet expects hazy images (N, H, W, 3), got shape {tuple(hazy.shape)}")
-        hazy = tf.cast(hazy, self.compute_dtype)
-        height, width = tf.shape(hazy)[1], tf.shape(hazy)[2]
-        pad_h, pad_w = (-height) % _STRIDE, (-width) % _STRIDE
-        x = tf.pad(hazy, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-        out = self._official(x) if self.config_name == "official" else self._paper(x)
-        return {"dehazed": out[:, :height, :width, :]}
+        hazy = tf.cast(check_images(hazy, "hazy", channels=3), self.compute_dtype)
+        x, crop = pad_to_multiple(hazy, _STRIDE)
+        return {"dehazed": crop(self._official(x) if self.config_name == "official" else self._paper(x))}
 
     def get_config(self):
         return {**super().get_config(), "config": self.config_name, "filters": self.filters, "steps": self.steps,
