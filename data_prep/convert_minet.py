@@ -6,14 +6,15 @@ Needs neither PyTorch nor the authors' code, and runs no code from the checkpoin
 tfdehaze/convert.py). Default output: tfdehaze.paths.weights_dir()/minet_official_its.weights.h5, where
 ``tfdehaze.models.registry.load("minet-official")`` looks.
 """
-import argparse
 import sys
 
-from tfdehaze.cli import run_cli
+from tfdehaze.cli import Parser, run_cli
+
+PROG = "convert_minet.py"
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("pth", help="the released checkpoint (legacy PyTorch pickle of DataParallel(MI_Net))")
     p.add_argument("--out", help="output .weights.h5 (default: the tfdehaze weights folder)")
     args = p.parse_args(argv)
@@ -23,7 +24,7 @@ def main(argv=None):
 
         print(f"wrote {convert_official_weights(args.pth, args.out)}")
 
-    return run_cli(job)
+    return run_cli(PROG, job)
 
 
 if __name__ == "__main__":

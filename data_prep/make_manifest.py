@@ -16,6 +16,7 @@ import sys
 
 import pandas as pd
 
+from tfdehaze.cli import run_cli
 from tfdehaze.data import datasets
 
 
@@ -40,7 +41,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def job():
         df = pd.concat([datasets.pair_folders(h, args.clear, args.trans, layout=args.layout,
                                               strict=not args.skip_unpaired) for h in args.hazy],
                        ignore_index=True)
@@ -50,14 +52,12 @@ def main(argv=None):
         if split is not None and split != "ntire":
             split = tuple(float(f) for f in split.split(","))
         parts = {None: df} if split is None else datasets.split_pairs(df, split, seed=args.seed)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for name, part in parts.items():
-        out = args.out if name is None else args.out.with_name(f"{args.out.stem}_{name}{args.out.suffix}")
-        datasets.write_manifest(part, out)
-        print(f"{out}: {len(part)} pairs, {part['clear'].nunique()} scenes")
-    return 0
+        for name, part in parts.items():      # written only once every check has passed
+            out = args.out if name is None else args.out.with_name(f"{args.out.stem}_{name}{args.out.suffix}")
+            datasets.write_manifest(part, out)
+            print(f"{out}: {len(part)} pairs, {part['clear'].nunique()} scenes")
+
+    return run_cli("make_manifest.py", job)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from tfdehaze.cli import run_cli
 from tfdehaze.data import io, sample
 
 
@@ -61,14 +62,13 @@ def items(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def job():
         df = sample.synthesize_set(args.out_dir, items(args), seed=args.seed,
                                    airlight_range=tuple(args.airlight), beta_range=tuple(args.beta))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out_dir / 'manifest.csv'}: {len(df)} hazy/clear/transmission triples")
-    return 0
+        print(f"{args.out_dir / 'manifest.csv'}: {len(df)} hazy/clear/transmission triples")
+
+    return run_cli("synthesize_haze.py", job)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ from tfdehaze.cli import dehaze as cli
 from tfdehaze.data import io
 
 
+def run(argv):
+    """The command's exit code, whether it returns it or exits with it (argparse and user errors exit)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
 def _hazy_scene(tmp_path, name="scene.png", size=64, seed=0):
     """A real photograph with known synthetic haze (so a correct dehazer must raise PSNR)."""
     import skimage.data
@@ -26,7 +34,7 @@ def test_dcp_on_folder_and_file(tmp_path):
     a, clear = _hazy_scene(src, "a.png")
     b, _ = _hazy_scene(tmp_path, "b.png", seed=1)
     out = tmp_path / "out"
-    assert cli.main([str(src), str(b), "--out", str(out), "--save-transmission", "--quiet"]) == 0
+    assert run([str(src), str(b), "--out", str(out), "--save-transmission", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_transmission.png", "b.png", "b_transmission.png"]
     dehazed = io.read_image(out / "a.png")
     hazy = io.read_image(a)
@@ -40,7 +48,7 @@ def test_dcp_on_folder_and_file(tmp_path):
 def test_never_overwrites_an_input(tmp_path, capsys):
     a, _ = _hazy_scene(tmp_path, "a.png")
     before = a.read_bytes()
-    assert cli.main([str(a), "--out", str(tmp_path), "--quiet"]) == 2
+    assert run([str(a), "--out", str(tmp_path), "--quiet"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert a.read_bytes() == before
 
@@ -48,19 +56,19 @@ def test_never_overwrites_an_input(tmp_path, capsys):
 def test_bad_inputs_named(tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    assert cli.main([str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert run([str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "broken.png" in capsys.readouterr().err
-    assert cli.main([str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert run([str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "missing.jpg" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.main([str(empty), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert run([str(empty), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "empty" in capsys.readouterr().err
 
 
 def test_unknown_model_lists_names(tmp_path, capsys):
     a, _ = _hazy_scene(tmp_path, "a.png")
-    assert cli.main([str(a), "--out", str(tmp_path / "o"), "--model", "no-such-model", "--quiet"]) == 2
+    assert run([str(a), "--out", str(tmp_path / "o"), "--model", "no-such-model", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no-such-model" in err and "guided-pix2pix" in err
 
@@ -73,10 +81,10 @@ def test_minet_official_dehazes_real_sots_pairs(reference_dir, tmp_path, monkeyp
     sots = reference_dir / "sots_indoor_sample"
     hazy = sorted((sots / "hazy").glob("*.png"))[:2]
     out = tmp_path / "out"
-    assert cli.main([*map(str, hazy), "--out", str(out), "--model", "minet-official", "--quiet"]) == 2
+    assert run([*map(str, hazy), "--out", str(out), "--model", "minet-official", "--quiet"]) == 2
     assert "convert_minet.py" in capsys.readouterr().err      # no weights yet: says how to get them
     convert.convert_official_weights(reference_dir / "minet_official_its.pth")
-    assert cli.main([*map(str, hazy), "--out", str(out), "--model", "minet-official", "--quiet"]) == 0
+    assert run([*map(str, hazy), "--out", str(out), "--model", "minet-official", "--quiet"]) == 0
     for h in hazy:
         clear = io.read_image(sots / "clear" / f"{h.stem.split('_')[0]}.png")
         got = metrics.psnr(io.read_image(out / h.name)[None], clear[None]).numpy()[0]

@@ -53,7 +53,9 @@ def test_make_manifest_its_and_errors(tmp_path, rng, capsys):
                                                              "3_2.png")).all()
     (tmp_path / "hazy" / "2_2_0.8.png").write_bytes(b"garbage")
     (tmp_path / "its.csv").unlink()
-    assert make.main(args) == 2
+    with pytest.raises(SystemExit) as exit_info:                            # a user error exits, one message
+        make.main(args)
+    assert exit_info.value.code == 2
     assert "2_2_0.8.png" in capsys.readouterr().err
     assert not (tmp_path / "its.csv").exists()  # nothing written when the dataset is bad
 

@@ -148,7 +148,9 @@ def test_cli(pth, tmp_path):
         sys.path.pop(0)
     out = tmp_path / "m.weights.h5"
     assert convert_minet.main([str(pth), "--out", str(out)]) == 0 and out.is_file()
-    assert convert_minet.main([str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit_info:                            # a user error exits, one line
+        convert_minet.main([str(tmp_path / "missing.pth"), "--out", str(out)])
+    assert exit_info.value.code == 2
 
 
 def _torch_minet(w, x, torch):

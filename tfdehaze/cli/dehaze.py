@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfdehaze.cli import run_cli
+from tfdehaze.cli import Parser, run_cli
+
+PROG = "tfdehaze-dehaze"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tfdehaze-dehaze",
+    p = Parser(
+        prog=PROG,
         description="Dehaze image files or folders of images; writes <name>.png into --out (inputs are never overwritten).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                                save_transmission=args.save_transmission, progress=not args.quiet)
         print(f"wrote {len(written)} file(s) to {args.out}")
 
-    return run_cli(job)
+    return run_cli(PROG, job)
 
 
 if __name__ == "__main__":

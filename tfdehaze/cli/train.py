@@ -3,27 +3,18 @@
 Recipe resolution: the named recipe (or, with ``--resume``, the run's own ``config.json``), then ``--config FILE``
 (a JSON object of recipe fields), then the flags. Without ``--data``/``--manifest`` the bundled sample set is used.
 """
-import argparse
 import json
 import pathlib
 import sys
 
+from tfdehaze.cli import Parser, run_cli
+
 PROG = "tfdehaze-train"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        _fail(message)
-
-
-def _fail(message, code=2):
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 def _parser():
     from tfdehaze.train import recipes, strategy
-    parser = _Parser(prog=PROG, description="Train a dehazing model from its paper's recipe.")
+    parser = Parser(prog=PROG, description="Train a dehazing model from its paper's recipe.")
     parser.add_argument("model", metavar="MODEL", help=f"recipe name: {', '.join(recipes.names())}")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--data", nargs=2, metavar=("HAZY_DIR", "CLEAR_DIR"), help="folders of paired images")
@@ -103,22 +94,20 @@ def _model_arg(text):
 def main(argv=None):
     args = _parser().parse_args(argv)
     from tfdehaze.train import NonFiniteLossError, default_run_dir, train
-    try:
+
+    def job():
         if args.resume and not args.out:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
         recipe = _resolve_recipe(args)
         run_dir = pathlib.Path(args.out) if args.out else default_run_dir(args.model)
         result = train(recipe, run_dir=run_dir, resume=args.resume, distribute=args.distribute,
                        verbose=0 if args.quiet else 1)
-    except NonFiniteLossError as error:
-        _fail(str(error), code=1)
-    except (ValueError, OSError) as error:
-        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
-    print(f"Run directory: {result['run_dir']}")
-    print(f"Checkpoints:   {pathlib.Path(result['run_dir']) / 'checkpoints'} (latest: {result['checkpoint']})")
-    if "weights" in result:
-        print(f"Final weights: {result['weights']}" + (f" and {result['keras']}" if "keras" in result else ""))
-    return 0
+        print(f"Run directory: {result['run_dir']}")
+        print(f"Checkpoints:   {pathlib.Path(result['run_dir']) / 'checkpoints'} (latest: {result['checkpoint']})")
+        if "weights" in result:
+            print(f"Final weights: {result['weights']}" + (f" and {result['keras']}" if "keras" in result else ""))
+
+    return run_cli(PROG, job, fatal=(NonFiniteLossError,))
 
 
 if __name__ == "__main__":

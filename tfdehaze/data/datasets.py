@@ -27,6 +27,7 @@ import pandas as pd
 import PIL.Image
 
 from tfdehaze.data import io
+from tfdehaze.paths import atomic_write
 
 PATH_COLUMNS = ("hazy", "clear", "transmission")
 
@@ -167,7 +168,7 @@ def write_manifest(df, csv):
         out[column] = [pathlib.Path(os.path.relpath(p, base)).as_posix()
                        if os.path.commonpath([p, base]) == base else p for p in paths]
     csv.parent.mkdir(parents=True, exist_ok=True)
-    io.atomic_write(csv, out.to_csv(index=False, lineterminator="\n"))
+    atomic_write(csv, out.to_csv(index=False, lineterminator="\n"))
     return csv
 
 
