@@ -56,19 +56,28 @@ def collect_inputs(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     return unique
 
 
-def output_paths(files: list[pathlib.Path], out_dir: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
-    """``out_dir/<stem><suffix>.png`` per input; refuses to overwrite an input or to map two inputs to one file."""
+def output_paths(files: list[pathlib.Path], out_dir: pathlib.Path,
+                 suffixes: tuple[str, ...] = ("",)) -> list[list[pathlib.Path]]:
+    """Per suffix, ``out_dir/<stem><suffix>.png`` for every input.
+
+    Refuses to overwrite an input, or to write two outputs (of any suffix) to one file.
+    """
     out_dir = pathlib.Path(out_dir).resolve()
     inputs = set(files)
-    targets: dict[pathlib.Path, pathlib.Path] = {}
-    for f in files:
-        target = out_dir / f"{f.stem}{suffix}.png"
-        if target in inputs:
-            raise ValueError(f"refusing to overwrite the input {target}: choose another --out folder")
-        if target in targets:
-            raise ValueError(f"{targets[target]} and {f} would both be written to {target}")
-        targets[target] = f
-    return list(targets)
+    written_by: dict[pathlib.Path, pathlib.Path] = {}
+    columns = []
+    for suffix in suffixes:
+        column = []
+        for f in files:
+            target = out_dir / f"{f.stem}{suffix}.png"
+            if target in inputs:
+                raise ValueError(f"refusing to overwrite the input {target}: choose another --out folder")
+            if target in written_by:
+                raise ValueError(f"{written_by[target]} and {f} would both be written to {target}")
+            written_by[target] = f
+            column.append(target)
+        columns.append(column)
+    return columns
 
 
 def dehaze_files(inputs: Iterable[str | pathlib.Path], out_dir: str | pathlib.Path, method: str = "dcp",
@@ -80,11 +89,10 @@ def dehaze_files(inputs: Iterable[str | pathlib.Path], out_dir: str | pathlib.Pa
     """
     files = collect_inputs(inputs)
     out_dir = pathlib.Path(out_dir)
-    targets = output_paths(files, out_dir)
-    trans_targets = output_paths(files, out_dir, "_transmission") if save_transmission else [None] * len(files)
-    clash = set(files) & set(t for t in trans_targets if t)
-    if clash:
-        raise ValueError(f"refusing to overwrite the input {clash.pop()}: choose another --out folder")
+    if save_transmission:
+        targets, trans_targets = output_paths(files, out_dir, ("", "_transmission"))
+    else:
+        (targets,), trans_targets = output_paths(files, out_dir), [None] * len(files)
     dehazer = dehazer or make_dehazer(method, model)
     bar = _progbar(len(files)) if progress else None
     written = []

@@ -90,3 +90,13 @@ def test_minet_official_dehazes_real_sots_pairs(reference_dir, tmp_path, monkeyp
         got = metrics.psnr(io.read_image(out / h.name)[None], clear[None]).numpy()[0]
         before = metrics.psnr(io.read_image(h)[None], clear[None]).numpy()[0]
         assert got > 33.0 and got > before + 15.0, (h.name, before, got)
+
+
+def test_two_outputs_never_share_a_file(tmp_path, capsys):
+    """a.png's transmission map and a_transmission.png's dehazed image would both be o/a_transmission.png."""
+    a, _ = _hazy_scene(tmp_path, "a.png")
+    t, _ = _hazy_scene(tmp_path, "a_transmission.png")
+    out = tmp_path / "o"
+    assert run([str(a), str(t), "--out", str(out), "--save-transmission", "--quiet"]) == 2
+    assert "would both be written to" in capsys.readouterr().err and not out.exists()
+    assert run([str(a), str(t), "--out", str(out), "--quiet"]) == 0       # without transmission maps: no clash
