@@ -125,7 +125,8 @@ def main(quick):
         t.update(best_times({k: v for k, v in fns.items() if k not in fast}, 6 if size <= 512 else 3))
         for r in RADII:
             fwd, ocv, custom, auto = t[r, "forward"], t[r, "opencv"], t[r, "custom"], t[r, "autodiff"]
-            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {t[r, 'no_xla']:7.1f} | {custom - fwd:10.1f}"
+            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {t[r, 'no_xla']:7.1f} | "
+                  f"{custom - fwd:10.1f}"
                   f" {auto - fwd:12.1f} | {custom:14.1f} {auto:16.1f}", flush=True)
         print(f"{size:>5} forward r=120 / r=2: {t[120, 'forward'] / t[2, 'forward']:.2f}")
     if quick:

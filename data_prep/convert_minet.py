@@ -1,4 +1,4 @@
-"""Convert the MI-Net authors' released PyTorch weights into Keras weights for ``MINet(config="official")``.
+"""Convert the MI-Net authors' released PyTorch weights into Keras weights for ``MINetOfficial``.
 
     python data_prep/convert_minet.py /path/to/minet_official_its.pth [--out FILE.weights.h5]
 

@@ -8,16 +8,22 @@ to numpy-building functions here, ``torch.nn`` modules and the authors' own modu
 (`TorchModule`) that merely records its pickled state, and any other global raises `UnsafeCheckpointError` naming
 it. No torch import, no class from the file, no code from the file.
 
-`convert_official_weights(pth, out)` maps the authors' released MI-Net (``DataParallel(MI_Net)``) onto
-``MINet(config="official")`` and writes Keras weights atomically.
+`convert_official_weights(pth, out)` maps the authors' released MI-Net (``DataParallel(MI_Net)``) onto the named
+layers of `tfdehaze.models.minet.MINetOfficial` and writes Keras weights atomically.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -28,24 +34,50 @@ _DTYPES = {"DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
-    """The checkpoint asks for a global outside the allow-list (it could run code): refused, nothing executed."""
+    """The checkpoint asks for a global outside the allow-list (it could run code): refused, nothing executed.
+
+    Examples:
+        >>> import tempfile
+        >>> class Exploit:                         # unpickling it would call os.system
+        ...     def __reduce__(self):
+        ...         return os.system, ("echo pwned",)
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "evil.pth")
+        >>> _ = path.write_bytes(pickle.dumps({"model": Exploit()}, protocol=2))
+        >>> load_torch_legacy(path)
+        Traceback (most recent call last):
+        ...
+        tfdehaze.convert.UnsafeCheckpointError: .../evil.pth: refusing the global ...system (not a tensor, storage or
+        torch.nn module; loading it could run code)
+        >>> issubclass(UnsafeCheckpointError, ValueError)
+        True
+    """
 
 
 class TorchModule:
     """Inert stand-in for a pickled ``torch.nn.Module``: keeps the pickled ``__dict__`` (``_parameters``,
-    ``_buffers``, ``_modules``, plain attributes) and nothing else. Subclassed per pickled class name."""
+    ``_buffers``, ``_modules``, plain attributes) and nothing else. Subclassed per pickled class name.
+
+    Examples:
+        What `load_torch_legacy` does with a pickled module: a call records its arguments, runs nothing, and the
+        pickled state becomes plain attributes.
+
+        >>> module = TorchModule("rm -rf /")
+        >>> module.__setstate__({"_parameters": {"bias": np.zeros(2)}, "_modules": {}})
+        >>> module, module._args, module._parameters["bias"].shape
+        (<inert torch.nn.Module>, ('rm -rf /',), (2,))
+    """
 
     torch_class = "torch.nn.Module"
 
-    def __init__(self, *args, **kwargs):  # a REDUCE on the class: record only
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # a REDUCE on the class: record only
         self.__dict__["_args"] = args
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict):
             raise pickle.UnpicklingError(f"unexpected state for {self.torch_class}: {type(state).__name__}")
         self.__dict__.update(state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<inert {self.torch_class}>"
 
 
@@ -165,7 +197,7 @@ def _materialise(obj, seen=None):
     return result
 
 
-def load_torch_legacy(path, module_packages=("MINet",)):
+def load_torch_legacy(path: str | os.PathLike, module_packages: Sequence[str] = ("MINet",)) -> Any:
     """The object saved by a legacy (pre-zip) ``torch.save``, with tensors as numpy arrays.
 
     Args:
@@ -176,6 +208,29 @@ def load_torch_legacy(path, module_packages=("MINet",)):
     Raises:
         UnsafeCheckpointError: the file names any other global (nothing of it has run).
         ValueError: not a legacy PyTorch checkpoint, or truncated.
+
+    Examples:
+        A checkpoint written by hand in the legacy layout: ``{"weight": <2 x 2 float32 tensor>}``.
+
+        >>> import tempfile
+        >>> tensor = (b"ctorch._utils\\n_rebuild_tensor_v2\\n("            # _rebuild_tensor_v2(
+        ...           b"(Vstorage\\nctorch\\nFloatStorage\\nV0\\nVcpu\\nI4\\nNtQ"  #   storage "0": 4 float32,
+        ...           b"I0\\n(I2\\nI2\\nt(I2\\nI1\\ntI00\\nNtR")                #   offset 0, size 2x2, stride 2, 1)
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "tiny.pth")
+        >>> with open(path, "wb") as f:
+        ...     for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, {"little_endian": True}):
+        ...         pickle.dump(header, f, protocol=2)
+        ...     _ = f.write(b"(dVweight\\n" + tensor + b"s.")            # the main pickle
+        ...     pickle.dump(["0"], f, protocol=2)                         # storage keys, then their data
+        ...     _ = f.write(np.int64(4).tobytes() + np.arange(4, dtype="<f4").tobytes())
+        >>> load_torch_legacy(path)
+        {'weight': array([[0., 1.],
+                          [2., 3.]], dtype=float32)}
+        >>> _ = path.write_bytes(b"PK\\x03\\x04")
+        >>> load_torch_legacy(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: .../tiny.pth: a zip-format PyTorch checkpoint; only the legacy (pre-1.6) format is read here
     """
     path = pathlib.Path(path)
     with open(path, "rb") as f:
@@ -221,7 +276,7 @@ def load_torch_legacy(path, module_packages=("MINet",)):
     return _materialise(obj)
 
 
-def module_state(module, prefix=""):
+def _module_state(module: TorchModule, prefix: str = "") -> dict[str, Any]:
     """``state_dict()`` of a stand-in module tree: {"a.b.weight": ndarray}, parameters and non-None buffers."""
     if not isinstance(module, TorchModule):
         raise ValueError(f"not a pickled torch.nn.Module: {type(module).__name__}")
@@ -232,22 +287,36 @@ def module_state(module, prefix=""):
                 state[prefix + name] = value
     for name, child in (module.__dict__.get("_modules") or {}).items():
         if child is not None:
-            state.update(module_state(child, f"{prefix}{name}."))
+            state.update(_module_state(child, f"{prefix}{name}."))
     return state
 
 
-def minet_official_state(pth_path):
-    """The released MI-Net checkpoint's tensors, named as in ``MI_Net.state_dict()`` (DataParallel prefix off)."""
+def minet_official_state(pth_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The released MI-Net checkpoint's tensors, named as in ``MI_Net.state_dict()`` (DataParallel prefix off).
+
+    The checkpoint holds a dict with a ``"model"`` (or ``"state_dict"``) entry, or the model itself: a state dict
+    or a pickled module tree (`TorchModule` stand-ins, whose parameters and buffers are collected).
+
+    Examples:
+        >>> import tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "minet.pth")
+        >>> with open(path, "wb") as f:                       # legacy layout, a state dict of plain lists
+        ...     for part in (LEGACY_MAGIC, LEGACY_PROTOCOL, {"little_endian": True},
+        ...                  {"model": {"module.conv1.bias": [0.5, -0.5]}}, []):
+        ...         pickle.dump(part, f, protocol=2)
+        >>> minet_official_state(path)
+        {'conv1.bias': array([ 0.5, -0.5])}
+    """
     obj = load_torch_legacy(pth_path)
     model = obj.get("model", obj.get("state_dict")) if isinstance(obj, dict) else obj
     if isinstance(model, dict):
         state = dict(model)
     else:
-        state = module_state(model)
+        state = _module_state(model)
     return {k.removeprefix("module."): np.asarray(v) for k, v in state.items()}
 
 
-# ---- PyTorch -> Keras mapping for MINet(config="official") -------------------------------------------------
+# ---- PyTorch -> Keras mapping for MINetOfficial ------------------------------------------------------------
 
 def _conv(kernel):          # Conv2d weight (O, I, kH, kW) -> Keras Conv2D kernel (kH, kW, I, O)
     return kernel.transpose(2, 3, 1, 0)
@@ -269,8 +338,35 @@ def _share_sep(weight):     # ShareSepConv weight (1, 1, k, k) -> SharedSeparabl
     return weight[0, 0]
 
 
-def minet_official_targets(model):
-    """{torch state name: (keras variable, transform)} for a built ``MINet(config="official")``."""
+def minet_official_targets(model: keras.Model) -> dict[str, tuple[keras.Variable,
+                                                                  Callable[[np.ndarray], np.ndarray]]]:
+    """{torch state name: (keras variable, transform)} for a `tfdehaze.models.minet.MINetOfficial` (built here on a
+    32x32 dummy if it is not yet); each checkpoint module maps to the model's layer of the same name.
+
+    Raises:
+        ValueError: ``model`` is not a MINetOfficial (e.g. the paper's `MINet`).
+
+    Examples:
+        >>> from tfdehaze.models.minet import MINet, MINetOfficial
+        >>> model = MINetOfficial()
+        >>> targets = minet_official_targets(model)       # builds the model
+        >>> len(targets) == len(model.weights)
+        True
+        >>> variable, transform = targets["conv1.weight"]   # PyTorch (out, in, kH, kW) -> Keras (kH, kW, in, out)
+        >>> tuple(variable.shape), transform(np.zeros((64, 3, 3, 3))).shape
+        ((3, 3, 3, 64), (3, 3, 3, 64))
+        >>> minet_official_targets(MINet(filters=8, steps=1))
+        Traceback (most recent call last):
+        ...
+        ValueError: the released MI-Net weights fit only MINetOfficial (the authors' released network), not MINet
+    """
+    from tfdehaze.models.minet import MINetOfficial
+
+    if not isinstance(model, MINetOfficial):
+        raise ValueError(f"the released MI-Net weights fit only MINetOfficial (the authors' released network), "
+                         f"not {type(model).__name__}")
+    if not model.built:
+        model(np.zeros((1, 32, 32, 3), np.float32))
     targets = {}
 
     def conv(name, layer, transform=_conv):
@@ -291,11 +387,11 @@ def minet_official_targets(model):
 
     conv("conv1", model.conv1)
     conv("conv2", model.conv2)
-    conv("conv3", model.conv3.layers[-1])
+    conv("conv3", model.conv3)
     for i in (1, 2, 3, 4, 5):
         norm(f"norm{i}", getattr(model, f"norm{i}"))
-    for i, mle in enumerate(model.pre_processing.layers):
-        block(f"pre_processing.{i}", mle)
+    for i in (0, 1, 2):
+        block(f"pre_processing.{i}", getattr(model, f"pre_processing_{i}"))
     block("res1", model.level1.f)
     block("res2", model.level2.f)
     block("res4", model.level3.f)
@@ -310,11 +406,18 @@ def minet_official_targets(model):
     return targets
 
 
-def load_minet_official_state(model, state):
-    """Assign a released-checkpoint state (``minet_official_state``) to a built official MINet.
+def load_minet_official_state(model: keras.Model, state: Mapping[str, np.ndarray]) -> keras.Model:
+    """Assign a released-checkpoint state (``minet_official_state``) to a `MINetOfficial` (built if need be).
 
     Every checkpoint tensor must be used exactly once and every model weight set exactly once, with equal shapes;
-    otherwise ValueError naming the tensors.
+    otherwise ValueError naming the tensors. Returns ``model``.
+
+    Examples:
+        >>> from tfdehaze.models.minet import MINet
+        >>> load_minet_official_state(MINet(filters=8, steps=1), {"conv1.weight": np.zeros((64, 3, 3, 3))})
+        Traceback (most recent call last):
+        ...
+        ValueError: the released MI-Net weights fit only MINetOfficial (the authors' released network), not MINet
     """
     targets = minet_official_targets(model)
     unused, missing = sorted(set(state) - set(targets)), sorted(set(targets) - set(state))
@@ -332,24 +435,42 @@ def load_minet_official_state(model, state):
     return model
 
 
-def convert_official_weights(pth_path, out_path=None):
+def convert_official_weights(pth_path: str | os.PathLike,
+                             out_path: str | os.PathLike | None = None) -> pathlib.Path:
     """Convert the authors' released MI-Net weights to ``minet_official_its.weights.h5`` (atomic write).
 
     Args:
         pth_path: ``minet_official_its.pth`` (legacy PyTorch pickle of DataParallel(MI_Net)).
-        out_path: default ``tfdehaze.paths.weights_dir() / "minet_official_its.weights.h5"``.
+        out_path: default ``registry.weights_path("minet-official")``, i.e.
+            ``tfdehaze.paths.weights_dir() / "minet_official_its.weights.h5"``, where ``registry.load`` looks.
 
     Returns: the written path.
+
+    Examples:
+        Both arguments are checked before anything is read or built:
+
+        >>> import tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> convert_official_weights(folder / "minet_official_its.pth")
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint not found: .../minet_official_its.pth
+        >>> _ = (folder / "minet_official_its.pth").write_bytes(b"")
+        >>> convert_official_weights(folder / "minet_official_its.pth", folder / "minet.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: output must end with .weights.h5 (Keras weights), got .../minet.h5
     """
     from tfdehaze import paths
-    from tfdehaze.models import minet
+    from tfdehaze.models import registry
+    from tfdehaze.models.minet import MINetOfficial
 
     pth_path = pathlib.Path(pth_path)
     if not pth_path.is_file():
         raise ValueError(f"checkpoint not found: {pth_path}")
-    out_path = pathlib.Path(out_path) if out_path is not None else paths.weights_dir() / minet.OFFICIAL_WEIGHTS
+    out_path = pathlib.Path(out_path) if out_path is not None else registry.weights_path("minet-official")
     if not out_path.name.endswith(".weights.h5"):
         raise ValueError(f"output must end with .weights.h5 (Keras weights), got {out_path}")
-    model = load_minet_official_state(minet.build_official(), minet_official_state(pth_path))
+    model = load_minet_official_state(MINetOfficial(), minet_official_state(pth_path))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return paths.atomic_save(out_path, model.save_weights)

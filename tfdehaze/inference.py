@@ -6,7 +6,7 @@ write PNGs into an output folder without ever touching an input.
 from __future__ import annotations
 
 import pathlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +22,18 @@ def make_dehazer(method: str = "dcp", model: str | None = None) -> Dehazer:
     Args:
         method: ``"dcp"``: the dark-channel-prior baseline (no weights). Ignored when ``model`` is given.
         model: a registered model name (``tfdehaze.models.registry.names()``) or a path to a ``.keras`` file.
+
+    Examples:
+        >>> hazy = tf.random.stateless_uniform([1, 16, 16, 3], seed=[0, 0])
+        >>> out = make_dehazer("dcp")(hazy)          # He et al.'s dark channel prior: no weights
+        >>> {name: tuple(value.shape) for name, value in sorted(out.items())}
+        {'airlight': (1, 1, 1, 3), 'dehazed': (1, 16, 16, 3), 'transmission': (1, 16, 16, 1)}
+        >>> 0.0 <= float(tf.reduce_min(out["dehazed"])) <= float(tf.reduce_max(out["dehazed"])) <= 1.0
+        True
+        >>> make_dehazer("cap")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown method 'cap': use 'dcp' or give a model
     """
     if model is not None:
         from tfdehaze.models import registry
@@ -39,7 +51,7 @@ def _as_dict(outputs) -> dict:
     return outputs if isinstance(outputs, dict) else {"dehazed": outputs}
 
 
-def collect_inputs(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
+def _collect_inputs(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     """Expand files and folders (their images, not recursive) into a sorted, de-duplicated list of files."""
     files: list[pathlib.Path] = []
     for item in inputs:
@@ -56,8 +68,8 @@ def collect_inputs(inputs: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     return unique
 
 
-def output_paths(files: list[pathlib.Path], out_dir: pathlib.Path,
-                 suffixes: tuple[str, ...] = ("",)) -> list[list[pathlib.Path]]:
+def _output_paths(files: list[pathlib.Path], out_dir: pathlib.Path,
+                  suffixes: tuple[str, ...] = ("",)) -> list[list[pathlib.Path]]:
     """Per suffix, ``out_dir/<stem><suffix>.png`` for every input.
 
     Refuses to overwrite an input, or to write two outputs (of any suffix) to one file.
@@ -85,14 +97,35 @@ def dehaze_files(inputs: Iterable[str | pathlib.Path], out_dir: str | pathlib.Pa
                  dehazer: Dehazer | None = None) -> list[pathlib.Path]:
     """Dehaze every input image and write ``out_dir/<stem>.png`` (and ``<stem>_transmission.png``).
 
-    Outputs are clipped to [0, 1] and saved as 8-bit PNG, each written atomically. Returns the written paths.
+    Inputs are files and folders (their images, not recursive), sorted and de-duplicated. Outputs are clipped to
+    [0, 1] and saved as 8-bit PNG, each written atomically; an output that would overwrite an input, or two inputs
+    with one output name, is refused before anything is written. ``dehazer`` (a function as `make_dehazer` returns)
+    replaces ``method`` / ``model``. Returns the written paths.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp()).resolve()
+        >>> for name in ("b.png", "a.png"):
+        ...     _ = io.write_image(root / "in" / name, np.full((4, 4, 3), 0.25))
+        >>> def invert(batch):
+        ...     return {"dehazed": 1 - batch, "transmission": batch[..., :1]}
+        >>> written = dehaze_files([root / "in"], root / "out", save_transmission=True, progress=False,
+        ...                        dehazer=invert)
+        >>> [p.relative_to(root).as_posix() for p in written]
+        ['out/a.png', 'out/a_transmission.png', 'out/b.png', 'out/b_transmission.png']
+        >>> round(float(io.read_image(written[0]).mean()), 2)
+        0.75
+        >>> dehaze_files([root / "in"], root / "in", dehazer=invert)
+        Traceback (most recent call last):
+        ...
+        ValueError: refusing to overwrite the input .../in/a.png: choose another --out folder
     """
-    files = collect_inputs(inputs)
+    files = _collect_inputs(inputs)
     out_dir = pathlib.Path(out_dir)
     if save_transmission:
-        targets, trans_targets = output_paths(files, out_dir, ("", "_transmission"))
+        targets, trans_targets = _output_paths(files, out_dir, ("", "_transmission"))
     else:
-        (targets,), trans_targets = output_paths(files, out_dir), [None] * len(files)
+        (targets,), trans_targets = _output_paths(files, out_dir), [None] * len(files)
     dehazer = dehazer or make_dehazer(method, model)
     bar = _progbar(len(files)) if progress else None
     written = []

@@ -2,13 +2,25 @@
 
 ``$TFDEHAZE_HOME`` if set, else ``~/.cache/tfdehaze``. Nothing here is downloaded.
 """
+from __future__ import annotations
+
 import os
 import pathlib
 import uuid
+from collections.abc import Callable
 
 
 def home() -> pathlib.Path:
-    """The tfdehaze cache folder (created on first use)."""
+    """The tfdehaze cache folder (created on first use): ``$TFDEHAZE_HOME``, else ``~/.cache/tfdehaze``.
+
+    Examples:
+        >>> import tempfile
+        >>> from unittest import mock
+        >>> tmp = tempfile.mkdtemp()
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=f"{tmp}/cache"):
+        ...     print(home() == pathlib.Path(tmp, "cache"), home().is_dir())
+        True True
+    """
     root = os.environ.get("TFDEHAZE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tfdehaze")
     path = pathlib.Path(root)
     path.mkdir(parents=True, exist_ok=True)
@@ -16,17 +28,41 @@ def home() -> pathlib.Path:
 
 
 def weights_dir() -> pathlib.Path:
-    """Folder of converted pretrained weights, e.g. ``minet_official_its.weights.h5``."""
+    """Folder of converted pretrained weights, e.g. ``minet_official_its.weights.h5``: `home` ``/ "weights"``.
+
+    Examples:
+        >>> import tempfile
+        >>> from unittest import mock
+        >>> tmp = tempfile.mkdtemp()
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=tmp):
+        ...     print(weights_dir().relative_to(tmp), weights_dir().is_dir())
+        weights True
+    """
     path = home() / "weights"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def atomic_save(path, save) -> pathlib.Path:
+def atomic_save(path: str | os.PathLike, save: Callable[[str], object]) -> pathlib.Path:
     """Call ``save(tmp)`` on a hidden temporary sibling of ``path``, then ``os.replace`` it onto ``path``.
 
     The temporary name ends like ``path`` (``.keras``, ``.weights.h5``, ``.png`` ...) so savers that check the
     suffix accept it. A crash or error leaves the old ``path`` untouched and no temporary behind.
+
+    Examples:
+        >>> import tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp(), "note.txt")
+        >>> atomic_save(out, lambda tmp: pathlib.Path(tmp).write_text("new")).read_text()
+        'new'
+        >>> def failing(tmp):
+        ...     pathlib.Path(tmp).write_text("half")
+        ...     raise OSError("disk full")
+        >>> atomic_save(out, failing)
+        Traceback (most recent call last):
+        ...
+        OSError: disk full
+        >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+        ('new', ['note.txt'])
     """
     path = pathlib.Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
@@ -38,8 +74,15 @@ def atomic_save(path, save) -> pathlib.Path:
     return path
 
 
-def atomic_write(path, data) -> pathlib.Path:
-    """Write bytes or str ``data`` to ``path`` atomically (`atomic_save` with an fsync before the rename)."""
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> pathlib.Path:
+    """Write bytes or str ``data`` to ``path`` atomically (`atomic_save` with an fsync before the rename).
+
+    Examples:
+        >>> import tempfile
+        >>> out = atomic_write(pathlib.Path(tempfile.mkdtemp(), "manifest.csv"), "hazy,clear\\n")
+        >>> out.name, out.read_bytes()
+        ('manifest.csv', b'hazy,clear\\n')
+    """
     data = data.encode("utf-8") if isinstance(data, str) else data
 
     def save(tmp):

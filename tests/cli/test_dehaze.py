@@ -16,8 +16,8 @@ def run(argv):
 
 def _hazy_scene(tmp_path, name="scene.png", size=64, seed=0):
     """A real photograph with known synthetic haze (so a correct dehazer must raise PSNR)."""
-    import skimage.data
     import cv2
+    import skimage.data
 
     clear = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     rows = np.linspace(0.35, 0.9, size, dtype=np.float32)[:, None, None]

@@ -77,3 +77,37 @@ def test_synthesize_set_checks_input(tmp_path, rng):
     df = sample.synthesize_set(tmp_path / "s", [("x", rng.random((8, 8, 3)), depth)], beta_range=(1.0, 1.0))
     t = io.read_image(df["transmission"][0])[..., 0]
     np.testing.assert_allclose(t, np.exp(-depth), atol=0.5 / 255 + 1e-6)
+
+
+def test_haze_is_synthesized_by_physics_haze(tmp_path, rng, monkeypatch):
+    """One haze synthesis: the sample set and data_prep/synthesize_haze.py go through tfdehaze.physics.haze."""
+    from tfdehaze import physics
+
+    calls = []
+    real = physics.haze
+    monkeypatch.setattr(physics, "haze", lambda *a, **k: calls.append(k.get("dtype")) or real(*a, **k))
+    clear, depth = rng.random((12, 10, 3)), rng.random((12, 10))
+    df = sample.synthesize_set(tmp_path, [("x", clear, depth)])
+    assert calls == ["float64"] and not hasattr(sample, "add_haze")
+    row = df.iloc[0]
+    clear8 = io.decode(row.clear).astype(np.float64) / 255
+    trans8 = io.decode(row.transmission).astype(np.float64)[..., None] / 255
+    airlight = np.array([row.airlight_r, row.airlight_g, row.airlight_b])
+    expected = real(clear8, trans8, airlight, dtype="float64").numpy()
+    np.testing.assert_array_equal(expected, clear8 * trans8 + airlight * (1.0 - trans8))  # float64, not rounded
+    np.testing.assert_array_equal(io.decode(row.hazy), np.round(np.clip(expected, 0, 1) * 255))
+
+
+def test_sample_pixels_are_those_of_the_cached_version(built):
+    """Caches under $TFDEHAZE_HOME are reused as long as sample._VERSION is unchanged: the pixels must not move.
+
+    If this fails on purpose (new sources, new synthesis), bump sample._VERSION and update the digest.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for kind in ("hazy", "clear", "transmission"):
+        for path in sorted((built / kind).glob("*.png")):
+            digest.update(np.ascontiguousarray(io.decode(path)).tobytes())
+    assert sample._VERSION == 1
+    assert digest.hexdigest() == "2c22e4e77b99f9671108cb7abb1a7a2972630833b10862cf8d9a19ca1d403d1e"

@@ -1,7 +1,8 @@
 """MultiLevelFusion (eqs. 6-7), ResidualChannelAttention (eqs. 8-9) and ChannelAttention against numpy."""
-import keras
+import harness
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfdehaze.layers.attention import ChannelAttention, ResidualChannelAttention
 from tfdehaze.layers.fusion import MultiLevelFusion
@@ -72,16 +73,10 @@ def test_channel_attention_matches_numpy(xs, rng):
 @pytest.mark.parametrize("make", [lambda: MultiLevelFusion(kernel_size=1, use_bias=False),
                                   lambda: ResidualChannelAttention(4, mlp="scalar", mlp_activation=None),
                                   lambda: ChannelAttention(4)])
-def test_serialisation_round_trip(xs, rng, make):
-    layer = make()
-    inputs = xs if isinstance(layer, MultiLevelFusion) else xs[0]
-    layer(inputs)
-    _randomise(layer, rng)
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
-    clone(inputs)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(inputs).numpy(), layer(inputs).numpy(), atol=1e-6)
+def test_harness(xs, make, tmp_path):
+    """config / .keras / checkpoint / graph == eager, in other configurations than tests/test_registered.py's."""
+    inputs = [tf.constant(x) for x in xs] if isinstance(make(), MultiLevelFusion) else xs[0]
+    harness.check_layer(make, inputs, tmp_path=tmp_path)
 
 
 def test_rca_rejects_unknown_mlp():

@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from tfdehaze import physics
 from tfdehaze.layers.guided_filter import GuidedFilter
-from tfdehaze.layers.normalization import InstanceNormalization
 from tfdehaze.layers.images import pad_to_multiple
+from tfdehaze.layers.normalization import InstanceNormalization
 from tfdehaze.models.guided_pix2pix import GuidedPix2Pix, PatchDiscriminator, Pix2PixUNet
 
 SMALL = dict(depth=5, base_filters=8, radius=4)
@@ -198,5 +198,5 @@ def test_graph_mode_equals_eager(hazy):
     generator, discriminator = GuidedPix2Pix(**SMALL), PatchDiscriminator(base_filters=8, n_layers=2)
     for model, args in ((generator, (hazy,)), (discriminator, ((hazy, hazy[::-1]),))):
         eager = tf.nest.map_structure(np.asarray, model(*args, training=False))
-        graph = tf.nest.map_structure(np.asarray, tf.function(lambda *a: model(*a, training=False))(*args))
+        graph = tf.nest.map_structure(np.asarray, tf.function(lambda *a, m=model: m(*a, training=False))(*args))
         tf.nest.map_structure(lambda e, g: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5), eager, graph)

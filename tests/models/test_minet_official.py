@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfdehaze import convert
 from tfdehaze.data import io as image_io
 from tfdehaze.models import registry
-from tfdehaze.models.minet import MINet, build_official, load_official
+from tfdehaze.models.minet import MINet, MINetOfficial
 
 SOTS = "sots_indoor_sample"
 
@@ -109,7 +109,7 @@ def state(pth):
 
 @pytest.fixture(scope="module")
 def official(state):
-    return convert.load_minet_official_state(build_official(), state)
+    return convert.load_minet_official_state(MINetOfficial(), state)
 
 
 def test_every_checkpoint_tensor_is_used_exactly_once(state, official):
@@ -122,10 +122,12 @@ def test_every_checkpoint_tensor_is_used_exactly_once(state, official):
     broken = dict(state)
     broken["extra.weight"] = broken.pop("res4.pre_conv2.weight")
     with pytest.raises(ValueError, match=r"unused \['extra.weight'\], missing \['res4.pre_conv2.weight'\]"):
-        convert.load_minet_official_state(build_official(), broken)
+        convert.load_minet_official_state(MINetOfficial(), broken)
     broken = dict(state, **{"gate.weight": state["gate.weight"][:, :128]})
     with pytest.raises(ValueError, match="gate.weight"):
-        convert.load_minet_official_state(build_official(), broken)
+        convert.load_minet_official_state(MINetOfficial(), broken)
+    with pytest.raises(ValueError, match="fit only MINetOfficial"):
+        convert.load_minet_official_state(MINet(filters=8, steps=1), state)
 
 
 def test_convert_writes_atomically_and_registry_loads_it(pth, official, tmp_path, monkeypatch):
@@ -133,8 +135,10 @@ def test_convert_writes_atomically_and_registry_loads_it(pth, official, tmp_path
     out = convert.convert_official_weights(pth)
     assert out == tmp_path / "home" / "weights" / "minet_official_its.weights.h5"
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]        # no temporary left behind
-    for model in (load_official(), registry.load("minet-official")):
-        for a, b in zip(model.weights, official.weights):
+    explicit = registry.load_preset_weights(MINetOfficial(steps=1), "minet-official", out)
+    for model in (explicit, registry.load("minet-official"), registry.load("minet-official", steps=1)):
+        assert type(model) is MINetOfficial and len(model.weights) == len(official.weights)
+        for a, b in zip(model.weights, official.weights, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match="weights.h5"):
         convert.convert_official_weights(pth, tmp_path / "x.h5")
@@ -238,5 +242,5 @@ def test_official_model_serialises(official, tmp_path, rng):
     import keras
 
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, MINet) and loaded.config_name == "official"
+    assert type(loaded) is MINetOfficial and loaded.get_config() == official.get_config()
     np.testing.assert_allclose(loaded(x)["dehazed"].numpy(), official(x)["dehazed"].numpy(), atol=1e-5)

@@ -1,14 +1,17 @@
+import subprocess
+
 import keras
 import numpy as np
 import pytest
 
 from tfdehaze.models import GuidedPix2Pix, registry
+from tfdehaze.registry import LOSSES, MODELS, STEPS, Registry
 
 
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
 
 
 def test_builtin_names_and_defaults():
@@ -58,19 +61,55 @@ def test_load_keras_file(tmp_path, rng):
         registry.load(tmp_path / "missing.keras")
 
 
-def test_load_name_applies_the_weights_hook(scratch_registry, rng):
-    reference = keras.Sequential([keras.layers.Dense(2)])
-    reference.build((None, 3))
+class Toy(keras.Model):
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units)
 
-    def weights(model):
-        model.build((None, 3))
-        model.set_weights(reference.get_weights())
+    def call(self, x, training=None):
+        return self.dense(x)
 
-    registry.register("toy-released", lambda units=2: keras.Sequential([keras.layers.Dense(units)]), "toy",
-                      weights=weights)
-    x = rng.normal(size=(4, 3)).astype(np.float32)
+
+TOY_PRESET = {"description": "toy", "weights": "toy.weights.h5", "source": "make it with toy.save_weights",
+              "score": "none"}
+
+
+def test_load_preset_loads_its_weights_file(scratch_registry, rng, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDEHAZE_HOME", str(tmp_path))
+    reference = Toy()
+    x = rng.normal(size=(1, 32, 32, 3)).astype(np.float32)
+    reference(x)
+    registry.register_presets({"toy-released": TOY_PRESET}, Toy)
+    assert "toy-released" in registry.names() and registry.describe()["toy-released"] == "toy"
+    assert registry.presets()["toy-released"]["exists"] is False
+    with pytest.raises(FileNotFoundError, match="toy.weights.h5.*make it with toy.save_weights"):
+        registry.load("toy-released")
+    reference.save_weights(str(registry.weights_path("toy-released")))
     np.testing.assert_array_equal(registry.load("toy-released")(x).numpy(), reference(x).numpy())
-    assert "toy-released" in registry.names()
+    assert registry.presets()["toy-released"]["exists"] is True
+    with pytest.raises(ValueError, match="lacks \\['score'\\]"):
+        registry.register("bad", Toy, preset={k: v for k, v in TOY_PRESET.items() if k != "score"})
+
+
+def test_list_models_prints_every_name_and_the_presets(tmp_path):
+    """The installed console script lists the registry, including the released-weights metadata."""
+    result = subprocess.run(["tfdehaze-dehaze", "--list-models"], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "TFDEHAZE_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    for name in registry.names():
+        assert name in result.stdout
+    assert "minet_official_its.weights.h5 (missing)" in result.stdout
+    assert "convert_minet.py" in result.stdout and "38.2 dB" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_one_registry_class_for_models_losses_and_steps():
+    assert all(isinstance(r, Registry) for r in (MODELS, LOSSES, STEPS))
+    import tfdehaze.train  # noqa: F401  registers the step kinds
+    assert {"supervised", "gan", "distill"} <= set(STEPS.names())
+    assert {"l1", "mse", "gan"} <= set(LOSSES.names())
+    with pytest.raises(ValueError, match="unknown step kind 'rl'; registered step kinds: .*supervised"):
+        STEPS.get("rl")
 
 
 def test_load_name_without_weights_warns():
@@ -82,5 +121,5 @@ def test_load_name_without_weights_warns():
 def test_register_refuses_duplicates_unless_replace(scratch_registry):
     with pytest.raises(ValueError, match="already registered"):
         registry.register("guided-pix2pix", GuidedPix2Pix)
-    registry.register("guided-pix2pix", lambda: "replaced", replace=True)
+    registry.register("guided-pix2pix", lambda: "replaced", "", replace=True)
     assert registry.build("guided-pix2pix") == "replaced"

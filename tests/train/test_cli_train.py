@@ -55,7 +55,7 @@ def test_flags_override_config_which_overrides_recipe(tmp_path):
     config.write_text(json.dumps({"batch_size": 4, "image_size": 128, "seed": 5, "epochs": 3, "steps": None}))
     args = cli._parser().parse_args(["minet", "--config", str(config), "--batch-size", "2", "--steps", "7",
                                      "--data", str(tmp_path), str(tmp_path)])
-    recipe = cli._resolve_recipe(args)
+    recipe = cli._recipe(args)
     assert (recipe.batch_size, recipe.image_size, recipe.seed) == (2, 128, 5)  # flag, config, config
     assert (recipe.steps, recipe.epochs) == (7, None)  # --steps replaces the config's epochs
     assert recipe.learning_rate == 1e-3  # from the minet recipe
@@ -67,7 +67,7 @@ def test_model_args_override_model_kwargs(tmp_path):
     config.write_text(json.dumps({"model_kwargs": {"depth": 6, "radius": 9}}))
     args = cli._parser().parse_args(["guided-pix2pix", "--config", str(config), "--model-arg", "depth=7",
                                      "--model-arg", "airlight_method=dark_channel", "--model-arg", "eps=1e-3"])
-    assert cli._resolve_recipe(args).model_kwargs == {"depth": 7, "radius": 9, "airlight_method": "dark_channel",
+    assert cli._recipe(args).model_kwargs == {"depth": 7, "radius": 9, "airlight_method": "dark_channel",
                                                       "eps": 1e-3}
 
 

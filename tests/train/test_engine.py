@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfdehaze.train import NonFiniteLossError, RunDirError, Trainer
-from tfdehaze.train.engine import MetricsLog
+from tfdehaze.train.engine import _MetricsLog
 
 
 def read_metrics(run_dir):
@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny):
 
 
 def test_metrics_truncate_drops_later_and_torn_rows(tmp_path):
-    log = MetricsLog(tmp_path / "metrics.csv")
+    log = _MetricsLog(tmp_path / "metrics.csv")
     for step in range(1, 9):
         log.append({"step": step, "loss": 1.0 / step})
     with open(tmp_path / "metrics.csv", "a") as file:

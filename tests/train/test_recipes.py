@@ -25,7 +25,7 @@ def test_get_recipe_returns_a_copy():
 def test_guided_pix2pix_is_the_paper_recipe():
     r = get_recipe("guided-pix2pix")
     assert (r.model, r.step, r.batch_size, r.image_size) == ("guided-pix2pix", "gan", 1, 512)
-    assert r.loss_weights == {"l1": 100.0, "gan": 1.0}
+    assert r.losses == [{"type": "l1", "weight": 100.0}, {"type": "gan", "weight": 1.0}]
     assert (r.learning_rate, r.beta_1, r.beta_2) == (1e-4, 0.5, 0.999)
     assert r.lr_schedule == {"kind": "exponential", "decay_steps": 100, "decay_rate": 0.9, "staircase": False}
 
@@ -48,8 +48,8 @@ def test_optimizer_learning_rate_follows_iterations():
 
 def test_minet_schedule_steps_down_every_20k():
     r = get_recipe("minet")
-    assert (r.step, r.loss_weights, r.learning_rate, r.beta_1, r.steps) == ("supervised", {"l1": 1.0}, 1e-3, 0.99,
-                                                                            350000)
+    assert (r.step, r.losses, r.learning_rate, r.beta_1, r.steps) == (
+        "supervised", [{"type": "l1", "weight": 1.0}], 1e-3, 0.99, 350000)
     schedule = build_schedule(r)
     values = [float(schedule(s)) for s in (0, 19999, 20000, 45000)]
     np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-5], rtol=1e-5)
@@ -90,5 +90,6 @@ def test_bad_schedule_arguments_are_named():
 
 
 def test_unknown_recipe_name():
-    with pytest.raises(ValueError, match="no training recipe named 'pix3pix'; known: guided-pix2pix, minet"):
+    with pytest.raises(ValueError, match="no training recipe named 'pix3pix'; known: guided-pix2pix, kddn, "
+                                         "kddn-teacher, minet, rfd, rfd-teacher"):
         get_recipe("pix3pix")

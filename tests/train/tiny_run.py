@@ -59,6 +59,7 @@ def discriminator(width=4):
 def make_step(kind="supervised", lr=1e-2, clipnorm=None, seed=0):
     """A SupervisedStep or GANStep over tiny models; create it inside ``strategy.scope()``."""
     import keras
+
     from tfdehaze import losses
     from tfdehaze.train import GANStep, SupervisedStep
 
@@ -147,6 +148,7 @@ def replicas(out):
     # The whole engine: 6 GAN steps in one go on 1 replica, and 4 + resumed 2 on 2 replicas (checkpoints of
     # mirrored variables, distributed dataset with the data position restored).
     import tempfile
+
     from tfdehaze.train import Trainer
     fn = data_fn(hazy, clear, 4)
     for name, strategy in strategies:

@@ -12,9 +12,12 @@ PROG = "tfdehaze-dehaze"
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
-        description="Dehaze image files or folders of images; writes <name>.png into --out (inputs are never overwritten).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+        description="Dehaze image files or folders of images; writes <name>.png into --out "
+                    "(inputs are never overwritten).")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files and/or folders of images")
+    p.add_argument("--out", metavar="DIR", help="output folder (created if needed; required with INPUT)")
+    p.add_argument("--list-models", action="store_true",
+                   help="list the registered models and the released weights (presets) they can load, then exit")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--method", default="dcp", choices=["dcp"],
                      help="classical method used when no --model is given (default: dcp, the dark-channel prior)")
@@ -27,7 +30,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.list_models:
+        from tfdehaze.models import registry
+
+        print(registry.listing())
+        return 0
+    if not args.inputs or not args.out:
+        p.error("the following arguments are required: INPUT, --out")
 
     def job():
         from tfdehaze.inference import dehaze_files

@@ -30,6 +30,12 @@ def _parser():
     parser.add_argument("--distribute", choices=strategy.KINDS, default="auto",
                         help="auto: all local GPUs when there are several; multi-worker: reads TF_CONFIG")
     parser.add_argument("--config", metavar="FILE", help="JSON object of recipe fields overriding the recipe")
+    parser.add_argument("--teacher", metavar="RUN_DIR",
+                        help="distillation (kddn, rfd): the teacher's run directory (trained with kddn-teacher / "
+                             "rfd-teacher); it is loaded from its latest checkpoint and frozen")
+    parser.add_argument("--vgg19-weights", metavar="H5",
+                        help="ImageNet VGG19 weights (Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) for "
+                             "the perceptual loss (kddn); or set TFDEHAZE_VGG19_WEIGHTS")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="model constructor override (repeatable; VALUE is JSON, else a string), "
                              "e.g. --model-arg depth=7 --model-arg radius=15")
@@ -37,47 +43,18 @@ def _parser():
     return parser
 
 
-def _resolve_recipe(args):
-    """The recipe for ``args``: named recipe or the run's config.json, then --config, then flags."""
-    from tfdehaze.train import Recipe, get_recipe
-    recipe = get_recipe(args.model)
-    saved = pathlib.Path(args.out) / "config.json" if args.out else None
-    if args.resume and saved is not None and saved.exists():
-        recipe = Recipe.from_json(saved.read_text())
-        if recipe.model != get_recipe(args.model).model:
-            raise ValueError(f"{saved} is a run of model {recipe.model!r}, not {args.model!r}")
-    if args.config:
-        path = pathlib.Path(args.config)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        try:
-            overrides = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
-        if not isinstance(overrides, dict):
-            raise ValueError(f"config file {path} must hold a JSON object of recipe fields")
-        if "model" in overrides and overrides["model"] != recipe.model:
-            raise ValueError(f"config file {path} is for model {overrides['model']!r}, not {recipe.model!r}")
-        recipe = recipe.replace(**overrides)
-    changes = {name: getattr(args, name) for name in ("batch_size", "image_size", "seed")
-               if getattr(args, name) is not None}
-    if args.model_arg:
-        changes["model_kwargs"] = {**recipe.model_kwargs, **dict(map(_model_arg, args.model_arg))}
-    if args.steps is not None:
-        changes.update(steps=args.steps, epochs=None)
-    if args.epochs is not None:
-        changes.update(epochs=args.epochs, steps=None)
-    if args.data:
-        for folder in args.data:
-            if not pathlib.Path(folder).is_dir():
-                raise ValueError(f"data folder {folder} does not exist")
-        changes["data"] = {"hazy": str(pathlib.Path(args.data[0]).resolve()),
-                           "clear": str(pathlib.Path(args.data[1]).resolve())}
-    if args.manifest:
-        if not pathlib.Path(args.manifest).is_file():
-            raise ValueError(f"manifest {args.manifest} does not exist")
-        changes["data"] = {"manifest": str(pathlib.Path(args.manifest).resolve())}
-    return recipe.replace(**changes)
+def _recipe(args):
+    """The flags, as `tfdehaze.train.recipes.resolve` arguments."""
+    from tfdehaze.train.recipes import resolve
+
+    data = ({"hazy": args.data[0], "clear": args.data[1]} if args.data
+            else {"manifest": args.manifest} if args.manifest else None)
+    return resolve(args.model, run_dir=args.out, resume=args.resume, config_file=args.config,
+                   model_args=dict(map(_model_arg, args.model_arg)), data=data, teacher=args.teacher,
+                   loss_options={"perceptual": {"weights_path": str(pathlib.Path(args.vgg19_weights).resolve())}}
+                   if args.vgg19_weights else None,
+                   batch_size=args.batch_size, image_size=args.image_size, seed=args.seed, steps=args.steps,
+                   epochs=args.epochs)
 
 
 def _model_arg(text):
@@ -98,7 +75,7 @@ def main(argv=None):
     def job():
         if args.resume and not args.out:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-        recipe = _resolve_recipe(args)
+        recipe = _recipe(args)
         run_dir = pathlib.Path(args.out) if args.out else default_run_dir(args.model)
         result = train(recipe, run_dir=run_dir, resume=args.resume, distribute=args.distribute,
                        verbose=0 if args.quiet else 1)

@@ -15,12 +15,27 @@ layout                    hazy                          clear                 tr
 ``"auto"``                tries, per file: same stem, ``*_hazy`` -> ``*_GT``, ``ID_*`` -> ``ID``
                           (transmission: same stem, then ITS ``NNNN_k``, then the clear stem)
 ========================  ============================  ====================  ===================
+
+Examples:
+    >>> import tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("01_outdoor_hazy.jpg", "02_outdoor_hazy.jpg"):
+    ...     _ = io.write_image(root / "hazy" / name, np.full((4, 4), 0.8))
+    >>> for name in ("01_outdoor_GT.jpg", "02_outdoor_GT.jpg"):
+    ...     _ = io.write_image(root / "clear" / name, np.full((4, 4), 0.2))
+    >>> df = validate(pair_folders(root / "hazy", root / "clear", layout="ohaze"))
+    >>> csv = write_manifest(df, root / "manifest.csv")
+    >>> read_manifest(csv)[["height", "width"]].to_numpy().tolist()
+    [[4, 4], [4, 4]]
 """
+from __future__ import annotations
+
 import concurrent.futures
 import os
 import pathlib
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,12 +99,30 @@ def _abs(path):
     return os.path.abspath(os.fspath(path))
 
 
-def pair_folders(hazy_dir, clear_dir, trans_dir=None, layout="auto", strict=True):
+def pair_folders(hazy_dir: str | os.PathLike, clear_dir: str | os.PathLike, trans_dir: str | os.PathLike | None = None,
+                 layout: str = "auto", strict: bool = True) -> pd.DataFrame:
     """Pair every hazy image with its clear (and transmission) image by the naming rules of `layout`.
 
     Returns a DataFrame with columns ``hazy, clear[, transmission]`` (absolute paths, str), one row per hazy file,
     sorted by hazy path. A hazy file without a partner raises a ValueError naming it (with ``strict=False`` such
     files are skipped with a warning listing them); a missing or empty folder raises naming the folder.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("1_1_0.9.png", "1_2_0.8.png", "2_1_0.9.png"):       # RESIDE ITS: id_k_beta
+        ...     _ = io.write_image(root / "hazy" / name, np.full((4, 4), 0.8))
+        >>> for name in ("1.png", "2.png"):
+        ...     _ = io.write_image(root / "clear" / name, np.full((4, 4), 0.2))
+        >>> df = pair_folders(root / "hazy", root / "clear", layout="its")
+        >>> [(pathlib.Path(h).name, pathlib.Path(c).name) for h, c in zip(df["hazy"], df["clear"])]
+        [('1_1_0.9.png', '1.png'), ('1_2_0.8.png', '1.png'), ('2_1_0.9.png', '2.png')]
+        >>> _ = io.write_image(root / "hazy" / "3_1_0.9.png", np.zeros((4, 4)))
+        >>> pair_folders(root / "hazy", root / "clear", layout="its")
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 hazy file(s) without a partner (layout 'its'):
+          .../3_1_0.9.png: no clear image (3.*) in .../clear
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -103,9 +136,10 @@ def pair_folders(hazy_dir, clear_dir, trans_dir=None, layout="auto", strict=True
             unpaired.append(f"{hazy}: {candidates}")
             continue
         clear = trans_stems = None
-        for clear_stem, trans_stems in candidates:
+        for clear_stem, stems in candidates:
             clear = _lookup(clear_index, clear_stem, clear_dir, hazy)
             if clear is not None:
+                trans_stems = stems
                 break
         if clear is None:
             tried = ", ".join(f"{c}.*" for c, _ in candidates)
@@ -129,10 +163,23 @@ def pair_folders(hazy_dir, clear_dir, trans_dir=None, layout="auto", strict=True
     return pd.DataFrame(rows, columns=["hazy", "clear"] + (["transmission"] if trans_dir is not None else []))
 
 
-def read_manifest(csv):
+def read_manifest(csv: str | os.PathLike) -> pd.DataFrame:
     """Read a manifest CSV (columns ``hazy, clear[, transmission]``, plus any others) as a DataFrame.
 
     Relative paths are resolved against the CSV's folder; missing columns or empty path cells raise a ValueError.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp()).resolve()
+        >>> _ = (root / "manifest.csv").write_text("hazy,clear,beta\\nhazy/a.png,clear/a.png,0.8\\n")
+        >>> df = read_manifest(root / "manifest.csv")
+        >>> pathlib.Path(df["hazy"][0]).relative_to(root).as_posix(), float(df["beta"][0])
+        ('hazy/a.png', 0.8)
+        >>> _ = (root / "bad.csv").write_text("hazy,target\\na.png,b.png\\n")
+        >>> read_manifest(root / "bad.csv")
+        Traceback (most recent call last):
+        ...
+        ValueError: .../bad.csv: missing column(s) clear (has hazy, target)
     """
     csv = pathlib.Path(csv)
     try:
@@ -155,8 +202,23 @@ def read_manifest(csv):
     return df
 
 
-def write_manifest(df, csv):
-    """Write `df` to `csv` atomically; paths below the CSV's folder are written relative to it (portable)."""
+def write_manifest(df: pd.DataFrame, csv: str | os.PathLike) -> pathlib.Path:
+    """Write `df` to `csv` atomically; paths below the CSV's folder are written relative to it (portable).
+
+    Parent folders are created; returns the CSV's path. `read_manifest` turns the relative paths back into absolute
+    ones.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> df = pd.DataFrame({"hazy": [str(root / "hazy" / "a.png")], "clear": [str(root / "clear" / "a.png")]})
+        >>> csv = write_manifest(df, root / "manifest.csv")
+        >>> print(csv.read_text(), end="")
+        hazy,clear
+        hazy/a.png,clear/a.png
+        >>> read_manifest(csv)["clear"][0] == os.path.abspath(root / "clear" / "a.png")
+        True
+    """
     csv = pathlib.Path(csv)
     missing = [c for c in ("hazy", "clear") if c not in df.columns]
     if missing:
@@ -189,8 +251,22 @@ def _size(path, decode):
         raise io.ImageError(f"{path}: corrupt or truncated image ({e})") from None
 
 
-def image_sizes(paths, decode=True, workers=None):
-    """{path: (height, width) or ImageError} for each distinct path, read in a thread pool (each file once)."""
+def image_sizes(paths: Iterable[str | os.PathLike], decode: bool = True,
+                workers: int | None = None) -> dict[str, tuple[int, int] | io.ImageError]:
+    """{path: (height, width) or ImageError} for each distinct path, read in a thread pool (each file once).
+
+    ``decode=False`` reads only the header (and checks PNG chunk CRCs): much faster, misses some damage.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> good = io.write_image(root / "good.png", np.zeros((4, 6)))
+        >>> _ = (root / "bad.png").write_bytes(b"not an image")
+        >>> for path, size in image_sizes([good, root / "bad.png", good]).items():
+        ...     print(pathlib.Path(path).name, size)
+        good.png (4, 6)
+        bad.png .../bad.png: not an image file (format not recognised)
+    """
     def one(path):
         try:
             return _size(path, decode)
@@ -202,13 +278,29 @@ def image_sizes(paths, decode=True, workers=None):
         return dict(zip(paths, pool.map(one, paths)))
 
 
-def validate(df, decode=True, allow_larger_clear=True, workers=None):
+def validate(df: pd.DataFrame, decode: bool = True, allow_larger_clear: bool = True,
+             workers: int | None = None) -> pd.DataFrame:
     """Open each file of the manifest once and raise one ValueError listing every bad file and mismatched pair.
 
     Checks that every file decodes (``decode=False``: header and PNG CRCs only, much faster, misses some damage),
     that transmission maps have the hazy image's size and that clear images have it too, or are larger in both
     dimensions when `allow_larger_clear` (RESIDE SOTS-outdoor ground truths; the pipeline centre-crops them).
     Returns a copy of `df` with the hazy images' ``height`` and ``width`` columns added.
+
+    Examples:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name, clear_size in (("a.png", (6, 6)), ("b.png", (3, 4))):
+        ...     _ = io.write_image(root / "hazy" / name, np.full((4, 4), 0.8))
+        ...     _ = io.write_image(root / "clear" / name, np.zeros(clear_size))
+        >>> df = pair_folders(root / "hazy", root / "clear")
+        >>> validate(df.iloc[:1])[["height", "width"]].to_numpy().tolist()    # a larger clear image is fine
+        [[4, 4]]
+        >>> validate(df)
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 problem(s) in the dataset:
+          size mismatch: hazy .../b.png is 4x4 but clear .../b.png is 3x4 (height x width)
     """
     missing = [c for c in ("hazy", "clear") if c not in df.columns]
     if missing:
@@ -237,13 +329,25 @@ def validate(df, decode=True, allow_larger_clear=True, workers=None):
     return out
 
 
-def split_pairs(df, split=(0.8, 0.1, 0.1), seed=0):
+def split_pairs(df: pd.DataFrame, split: Sequence[float] | str = (0.8, 0.1, 0.1),
+                seed: int = 0) -> dict[str, pd.DataFrame]:
     """Split a manifest into ``{"train", "val", "test"}`` (or ``{"train", "test"}`` for two fractions).
 
     `split` is a tuple of fractions summing to 1: clear images are shuffled with `seed` and all hazy versions of
     one clear image go to the same split (no scene leaks between splits, which matters for RESIDE's ten hazy
     images per scene). ``split="ntire"`` is the NTIRE 2018 I-HAZE / O-HAZE split in file order: the last 5 scenes
     are test, the 5 before them validation, the rest training (O-HAZE 35/5/5, I-HAZE 25/5/5).
+
+    Examples:
+        >>> df = pd.DataFrame({"hazy": [f"hazy/{i:02d}_{k}.png" for i in range(20) for k in (1, 2)],
+        ...                    "clear": [f"clear/{i:02d}.png" for i in range(20) for k in (1, 2)]})
+        >>> parts = split_pairs(df, (0.8, 0.1, 0.1), seed=0)
+        >>> {name: len(part) for name, part in parts.items()}       # two hazy images per scene
+        {'train': 32, 'val': 4, 'test': 4}
+        >>> set(parts["train"]["clear"]) & set(parts["test"]["clear"])    # no scene in two splits
+        set()
+        >>> sorted(set(split_pairs(df, "ntire")["test"]["clear"]))
+        ['clear/15.png', 'clear/16.png', 'clear/17.png', 'clear/18.png', 'clear/19.png']
     """
     scenes = list(dict.fromkeys(df.sort_values("hazy")["clear"]))
     if isinstance(split, str):

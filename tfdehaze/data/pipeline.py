@@ -1,42 +1,85 @@
 """tf.data input pipelines: aligned (hazy, clear[, transmission]) pairs and single images, float32 RGB in [0, 1].
 
-Pure TensorFlow ops (no ``py_function``, no generator), so an iterator can be saved in a `tf.train.Checkpoint`.
-Augmentation is stateless: the crop and flip of the n-th element of the stream use seeds derived from `seed` and
-n, and the shuffle order comes from `seed`, so a run is reproducible. Hazy, clear and transmission are concatenated
-along channels before resize / crop / flip and split afterwards, so they can never fall out of alignment.
+The pipelines read exactly the formats `io.read_image` reads (`io.IMAGE_EXTENSIONS`), with the same values. PNG,
+JPEG and BMP are decoded by TensorFlow ops; TIFF, which ``tf.io`` cannot decode, goes through `io.decode_bytes` in a
+stateless ``tf.numpy_function``, included only in pipelines that hold TIFF files. No generator: an iterator can be
+saved in a `tf.train.Checkpoint` either way (a TIFF pipeline restores in a new process too). Augmentation is
+stateless: the crop and flip of the n-th element of the stream use seeds derived from `seed` and n, and the shuffle
+order comes from `seed`, so a run is reproducible. Hazy, clear and transmission are concatenated along channels
+before resize / crop / flip and split afterwards, so they can never fall out of alignment.
 """
+from __future__ import annotations
+
 import os
 import pathlib
+from collections.abc import Iterable
 
 import pandas as pd
 import tensorflow as tf
 
+from tfdehaze.check import center_crop_to
 from tfdehaze.data import datasets, io
 
-#: Formats `tf.io` decodes; TIFF (readable by `io.read_image`) is not among them.
-PIPELINE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: Extensions decoded through `io.decode_bytes` (``tf.io`` has no TIFF decoder).
+TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
-def decode(contents):
-    """Encoded image bytes (scalar string tensor) -> ``(H, W, 3)`` float32 RGB in [0, 1].
+def _is_tiff(contents):
+    """Whether encoded bytes are a TIFF file (little- or big-endian magic number)."""
+    magic = tf.strings.substr(contents, 0, 4)
+    return tf.logical_or(tf.equal(magic, b"II*\x00"), tf.equal(magic, b"MM\x00*"))
 
-    Gray -> RGB, alpha dropped, 16-bit PNG divided by 65535, as `io.read_image` does. JPEG uses the accurate
-    integer DCT, which makes it bit-identical to OpenCV (TF's default fast DCT differs by up to a few levels).
+
+def _read_image_bytes(contents, name):
+    """numpy side of the TIFF branch: exactly `io.read_image`, on bytes already read."""
+    name = name.decode(errors="replace")
+    return io.to_float(io.decode_bytes(contents, name), name=name)
+
+
+def _decode(contents, tiff=True, name="image"):
+    """Encoded image bytes (scalar string tensor) -> ``(H, W, 3)`` float32 RGB in [0, 1], as `io.read_image`.
+
+    Gray -> RGB, alpha dropped, 8-bit data divided by 255 and 16-bit PNG by 65535 in float32, as `io.read_image`
+    does, so the values are bit-identical (PNG is decoded as 16-bit, 8-bit files as v * 257, and v * 257 / 65535
+    rounds to the same float32 as v / 255). JPEG uses the accurate integer DCT, which makes it bit-identical to
+    OpenCV (TF's default fast DCT differs by up to a few levels).
+    TIFF (recognised by its magic number) is decoded by `io.decode_bytes` in a ``tf.numpy_function`` when `tiff`
+    is true; ``tiff=False`` keeps the graph free of Python (TIFF bytes then fail to decode). `name` (a string or
+    string tensor, e.g. the path) is the file named if the TIFF branch fails.
     """
-    image = tf.cond(
-        tf.io.is_jpeg(contents),
-        lambda: tf.image.convert_image_dtype(
-            tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"), tf.float32),
-        lambda: tf.io.decode_image(contents, channels=3, dtype=tf.float32, expand_animations=False))
+    def png():
+        return tf.cast(tf.io.decode_png(contents, channels=3, dtype=tf.uint16), tf.float32) / 65535.0
+
+    def other():  # JPEG, BMP (8-bit)
+        return tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+
+    def tf_decode():
+        is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
+        return tf.cond(is_png, png, lambda: tf.cast(other(), tf.float32) / 255.0)
+
+    if tiff:
+        image = tf.cond(
+            _is_tiff(contents),
+            lambda: tf.numpy_function(_read_image_bytes, [contents, name], tf.float32, stateful=False),
+            tf_decode)
+    else:
+        image = tf_decode()
     image.set_shape([None, None, 3])
     return image
 
 
+def _has_tiff(paths):
+    return any(pathlib.Path(p).suffix.lower() in TIFF_EXTENSIONS for p in paths)
+
+
 def _check_paths(paths):
-    bad = [p for p in paths if pathlib.Path(p).suffix.lower() not in PIPELINE_EXTENSIONS]
+    bad = [p for p in paths if pathlib.Path(p).suffix.lower() not in io.IMAGE_EXTENSIONS]
     if bad:
-        raise ValueError(f"{len(bad)} file(s) in a format tf.data cannot decode (use {', '.join(PIPELINE_EXTENSIONS)};"
-                         " convert others with tfdehaze.data.io.read_image / write_image):\n  " + "\n  ".join(bad))
+        raise ValueError(f"{len(bad)} file(s) in a format tfdehaze does not read (use "
+                         f"{', '.join(io.IMAGE_EXTENSIONS)}):\n  " + "\n  ".join(bad))
 
 
 def _check_sizes(paths, image_size, crop_size, batch_size, checked):
@@ -44,7 +87,7 @@ def _check_sizes(paths, image_size, crop_size, batch_size, checked):
     if image_size is not None or (crop_size is None and batch_size == 1):
         return
     if checked is not None:
-        sizes = dict(zip(checked["hazy"], zip(checked["height"], checked["width"])))
+        sizes = dict(zip(checked["hazy"], zip(checked["height"], checked["width"], strict=True), strict=True))
     else:
         sizes = datasets.image_sizes(paths, decode=False)
         bad = [str(s) for s in sizes.values() if isinstance(s, Exception)]
@@ -70,8 +113,10 @@ def _pipeline(ds, load, n, shuffle, repeat, seed, batch_size, drop_remainder):
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def paired_dataset(pairs, image_size=512, crop_size=None, flip=True, batch_size=1, shuffle=True, repeat=False,
-                   seed=0, with_transmission=False, drop_remainder=None, validate=True, transmission_channels=1):
+def paired_dataset(pairs: pd.DataFrame | str | os.PathLike, image_size: int | None = 512, crop_size: int | None = None,
+                   flip: bool = True, batch_size: int = 1, shuffle: bool = True, repeat: bool = False, seed: int = 0,
+                   with_transmission: bool = False, drop_remainder: bool | None = None, validate: bool = True,
+                   transmission_channels: int = 1) -> tf.data.Dataset:
     """A tf.data.Dataset of dicts ``{"hazy": (B, S, S, 3), "clear": (B, S, S, 3)[, "transmission": (B, S, S, c)]}``.
 
     Args:
@@ -89,7 +134,27 @@ def paired_dataset(pairs, image_size=512, crop_size=None, flip=True, batch_size=
       validate: decode every file once first (`datasets.validate`) so that bad files and mismatched sizes are named
         before training instead of failing deep inside TensorFlow.
 
-    A clear image larger than its hazy one (RESIDE SOTS-outdoor) is centre-cropped to the hazy size first.
+    A clear image larger than its hazy one (RESIDE SOTS-outdoor) is centre-cropped to the hazy size first, by
+    `tfdehaze.check.center_crop_to`, the crop `tfdehaze.metrics.evaluate` applies.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("a.png", "b.png", "c.png"):
+        ...     _ = io.write_image(root / "hazy" / name, np.full((16, 16, 3), 0.8))
+        ...     _ = io.write_image(root / "clear" / name, np.full((18, 18, 3), 0.2))   # centre-cropped to 16
+        >>> pairs = datasets.pair_folders(root / "hazy", root / "clear")
+        >>> ds = paired_dataset(pairs, image_size=8, crop_size=4, batch_size=2, shuffle=False)
+        >>> [{k: tuple(v.shape) for k, v in batch.items()} for batch in ds]   # the last batch is kept
+        [{'hazy': (2, 4, 4, 3), 'clear': (2, 4, 4, 3)}, {'hazy': (1, 4, 4, 3), 'clear': (1, 4, 4, 3)}]
+        >>> batch = next(iter(paired_dataset(pairs, image_size=8, batch_size=3, repeat=True)))
+        >>> round(float(tf.reduce_mean(batch["hazy"])), 3), round(float(tf.reduce_mean(batch["clear"])), 3)
+        (0.8, 0.2)
+        >>> paired_dataset(pairs, image_size=8, crop_size=16)
+        Traceback (most recent call last):
+        ...
+        ValueError: crop_size=16 is larger than image_size=8
     """
     df = datasets.read_manifest(pairs) if isinstance(pairs, (str, os.PathLike)) else pd.DataFrame(pairs)
     if df.empty:
@@ -113,15 +178,15 @@ def paired_dataset(pairs, image_size=512, crop_size=None, flip=True, batch_size=
     checked = datasets.validate(df) if validate else None
     _check_sizes(df["hazy"], image_size, crop_size, batch_size, checked)
 
+    tiff = _has_tiff(df.to_numpy().ravel())
+
     def load(position, paths):
-        hazy = decode(tf.io.read_file(paths["hazy"]))
-        clear = decode(tf.io.read_file(paths["clear"]))
-        height, width = tf.shape(hazy)[0], tf.shape(hazy)[1]
-        clear = tf.image.crop_to_bounding_box(clear, (tf.shape(clear)[0] - height) // 2,
-                                              (tf.shape(clear)[1] - width) // 2, height, width)
+        hazy = _decode(tf.io.read_file(paths["hazy"]), tiff, paths["hazy"])
+        clear = _decode(tf.io.read_file(paths["clear"]), tiff, paths["clear"])
+        clear = center_crop_to(clear, tf.shape(hazy)[0], tf.shape(hazy)[1], name="clear", target="hazy")
         parts = [hazy, clear]
         if with_transmission:
-            trans = decode(tf.io.read_file(paths["transmission"]))
+            trans = _decode(tf.io.read_file(paths["transmission"]), tiff, paths["transmission"])
             parts.append(tf.reduce_mean(trans, -1, keepdims=True) if transmission_channels == 1 else trans)
         x = tf.concat(parts, axis=-1)
         channels = 6 + (transmission_channels if with_transmission else 0)
@@ -141,11 +206,27 @@ def paired_dataset(pairs, image_size=512, crop_size=None, flip=True, batch_size=
     return _pipeline(ds, load, len(df), shuffle, repeat, seed, batch_size, drop_remainder)
 
 
-def image_dataset(paths, image_size=None, batch_size=1, validate=True):
+def image_dataset(paths: str | os.PathLike | Iterable[str | os.PathLike], image_size: int | None = None,
+                  batch_size: int = 1, validate: bool = True) -> tf.data.Dataset:
     """Single images for inference: dicts ``{"image": (B, H, W, 3) float32 [0, 1], "path": (B,) string}``.
 
     `paths`: a folder (its images, sorted) or a list of files; kept in order, no augmentation. With
     ``image_size=None`` images keep their size (batch 1, or all of one size).
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = io.write_image(root / "b.png", np.zeros((8, 8)))
+        >>> _ = io.write_image(root / "a.png", np.ones((16, 12, 3)))
+        >>> for batch in image_dataset(root, image_size=4, batch_size=2):
+        ...     print(batch["image"].shape, [pathlib.Path(p.decode()).name for p in batch["path"].numpy()])
+        (2, 4, 4, 3) ['a.png', 'b.png']
+        >>> image_dataset(root, batch_size=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size=2 with image_size=None needs images of one size, found [(8, 8), (16, 12)] (height,
+        width); set image_size or crop_size, or batch 1
     """
     if isinstance(paths, (str, os.PathLike)) and pathlib.Path(paths).is_dir():
         paths = io.list_images(paths)
@@ -163,8 +244,10 @@ def image_dataset(paths, image_size=None, batch_size=1, validate=True):
                                 "width": [s[1] for s in sizes.values()]})
     _check_sizes(paths, image_size, None, batch_size, checked)
 
+    tiff = _has_tiff(paths)
+
     def load(position, path):
-        image = decode(tf.io.read_file(path))
+        image = _decode(tf.io.read_file(path), tiff, path)
         if image_size is not None:
             image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
         return {"image": image, "path": path}

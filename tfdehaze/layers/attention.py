@@ -2,16 +2,16 @@
 
 - `ChannelAttention`: squeeze-and-excitation channel attention x o sigmoid(MLP(GAP(x))), the "ordinary attention
   block" of MI-Net's ablation (Table 2, OA).
-- `ResidualChannelAttention`: MI-Net's RCA-block (Shen et al., CVPRW 2020, §3.3, eqs. 8-9, Fig. 5).
+- `ResidualChannelAttention`: MI-Net's RCA-block (§3.3, eqs. 8-9, Fig. 5).
+
+MI-Net is Shen et al., "Implicit Euler ODE networks for single-image dehazing" (CVPRW 2020).
 """
+from __future__ import annotations
+
 import keras
 import tensorflow as tf
 
-
-def _check_channels(input_shape, name):
-    if input_shape[-1] is None:
-        raise ValueError(f"{name} needs a known channel count, got input shape {tuple(input_shape)}")
-    return int(input_shape[-1])
+from tfdehaze.check import check_shape
 
 
 @keras.saving.register_keras_serializable(package="tfdehaze")
@@ -21,21 +21,32 @@ class ChannelAttention(keras.layers.Layer):
     Args:
         reduction: hidden width of the MLP = max(C // reduction, 1).
 
-    Shapes: (N, H, W, C) -> (N, H, W, C).
+    Shapes: (N, H, W, C) -> (N, H, W, C). Sub-layers: dense1 (C -> C // reduction), dense2 (-> C).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.attention import ChannelAttention
+        >>> layer = ChannelAttention(reduction=4)
+        >>> x = tf.random.uniform([2, 8, 8, 16])
+        >>> y = layer(x)
+        >>> y.shape, tuple(layer.dense1.kernel.shape)
+        (TensorShape([2, 8, 8, 16]), (16, 4))
+        >>> bool(tf.reduce_all(tf.abs(y) <= x))  # each channel scaled by a weight in (0, 1)
+        True
     """
 
-    def __init__(self, reduction=16, **kwargs):
+    def __init__(self, reduction: int = 16, **kwargs):
         super().__init__(**kwargs)
         self.reduction = int(reduction)
 
     def build(self, input_shape):
-        c = _check_channels(input_shape, "ChannelAttention")
+        c = check_shape(input_shape, "ChannelAttention input", known_channels=True)[-1]
         self.dense1 = keras.layers.Dense(max(c // self.reduction, 1), activation="relu", name="dense1")
         self.dense2 = keras.layers.Dense(c, activation="sigmoid", name="dense2")
         self.dense1.build((None, c))
         self.dense2.build((None, max(c // self.reduction, 1)))
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         return x * self.dense2(self.dense1(tf.reduce_mean(x, axis=[1, 2], keepdims=True)))
 
     def get_config(self):
@@ -55,9 +66,21 @@ class ResidualChannelAttention(keras.layers.Layer):
             by default for the channel MLP.
 
     Shapes: (N, H, W, C) -> (N, H, W, C). Sub-layers: conv (1x1, C -> C, bias), dense1, dense2.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.attention import ResidualChannelAttention
+        >>> x = tf.random.uniform([2, 8, 8, 16])
+        >>> layer = ResidualChannelAttention(reduction=4)
+        >>> y = layer(x)
+        >>> y.shape, bool(tf.reduce_all((x <= y) & (y <= 2 * x)))  # x_r = Psi o x + x with Psi in (0, 1)
+        (TensorShape([2, 8, 8, 16]), True)
+        >>> scalar = ResidualChannelAttention(mlp="scalar", mlp_activation=None)  # the authors' code
+        >>> scalar(x).shape, tuple(scalar.dense1.kernel.shape)
+        (TensorShape([2, 8, 8, 16]), (1, 1))
     """
 
-    def __init__(self, reduction=16, mlp="channels", mlp_activation="relu", **kwargs):
+    def __init__(self, reduction: int = 16, mlp: str = "channels", mlp_activation: str | None = "relu", **kwargs):
         super().__init__(**kwargs)
         if mlp not in ("channels", "scalar"):
             raise ValueError(f"mlp must be 'channels' or 'scalar', got {mlp!r}")
@@ -66,7 +89,7 @@ class ResidualChannelAttention(keras.layers.Layer):
         self.mlp_activation = mlp_activation
 
     def build(self, input_shape):
-        c = _check_channels(input_shape, "ResidualChannelAttention")
+        c = check_shape(input_shape, "ResidualChannelAttention input", known_channels=True)[-1]
         hidden, out = (max(c // self.reduction, 1), c) if self.mlp == "channels" else (1, 1)
         self.conv = keras.layers.Conv2D(c, 1, name="conv")
         self.dense1 = keras.layers.Dense(hidden, activation=self.mlp_activation, name="dense1")
@@ -75,7 +98,7 @@ class ResidualChannelAttention(keras.layers.Layer):
         self.dense1.build((None, c if self.mlp == "channels" else 1))
         self.dense2.build((None, hidden))
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         d = tf.reduce_mean(self.conv(x), axis=[1, 2], keepdims=True)            # (N, 1, 1, C)
         if self.mlp == "scalar":
             psi = tf.squeeze(self.dense2(self.dense1(d[..., None])), axis=-1)   # each channel alone

@@ -1,4 +1,9 @@
-"""MI-Net's multi-level fusion (MLF, Shen et al., CVPRW 2020, §3.2, eqs. 6-7)."""
+"""MI-Net's multi-level fusion (MLF, §3.2, eqs. 6-7 of Shen et al., "Implicit Euler ODE networks for single-image
+dehazing", CVPRW 2020)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import keras
 import tensorflow as tf
 
@@ -15,10 +20,18 @@ class MultiLevelFusion(keras.layers.Layer):
         kernel_size: of the weight convolution.
         use_bias: bias of the weight convolution.
 
-    Call: ``layer([x_1, ..., x_K])``, each (N, H, W, C) -> (N, H, W, C). Weights: ``conv`` (k, k, K*C, K).
+    Shapes: ``layer([x_1, ..., x_K])``, each (N, H, W, C) -> (N, H, W, C). Weights: ``conv`` (k, k, K*C, K).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.fusion import MultiLevelFusion
+        >>> x1, x2, x3 = (tf.random.uniform([2, 16, 16, 8]) for _ in range(3))
+        >>> layer = MultiLevelFusion()
+        >>> layer([x1, x2, x3]).shape, tuple(layer.conv.kernel.shape)
+        (TensorShape([2, 16, 16, 8]), (3, 3, 24, 3))
     """
 
-    def __init__(self, kernel_size=3, use_bias=True, **kwargs):
+    def __init__(self, kernel_size: int = 3, use_bias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.kernel_size = int(kernel_size)
         self.use_bias = bool(use_bias)
@@ -32,7 +45,7 @@ class MultiLevelFusion(keras.layers.Layer):
                                         name="conv")
         self.conv.build(shapes[0][:-1] + (shapes[0][-1] * len(shapes),))
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
         weights = self.conv(tf.concat(inputs, axis=-1))
         return tf.add_n([weights[..., i:i + 1] * x for i, x in enumerate(inputs)])
 

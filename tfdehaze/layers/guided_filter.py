@@ -1,4 +1,9 @@
-"""Differentiable guided filter (Guided-Pix2Pix §III-C/D; He et al., "Guided image filtering").
+"""Differentiable guided filter, as a function (`guided_filter`) and a Keras layer (`GuidedFilter`).
+
+The filter is He, Sun and Tang's "Guided Image Filtering" (ECCV 2010 / TPAMI 2013); the algorithms, equation numbers
+and gradients are those of §III-C/D of Jiao et al., "Guided-Pix2Pix: End-to-End Inference and Refinement Network
+for Image Dehazing" (IEEE JSTARS 2021). `box_filter` is the count-normalised mean filter both are built on.
+Shapes: guide (N, H, W, 1) or (N, H, W, 3), x (N, H, W, C) -> (N, H, W, C).
 
 Forward = Algorithm 1 (eqs. 11-18): with ``f`` the mean over the part of the (2r+1)² window inside the image,
 
@@ -17,10 +22,14 @@ first centred by a level near its mean, so float32 prefix sums stay small. The e
 runs in XLA-compiled functions (``jit_compile=True``), which fuse it into a few memory passes; the matmuls stay in
 TensorFlow's own kernels, which are faster than XLA's for these shapes on CPU.
 """
+from __future__ import annotations
+
 import operator
 
 import keras
 import tensorflow as tf
+
+from tfdehaze.check import check_image, check_same_shape
 
 _TILE = 16
 
@@ -152,7 +161,7 @@ def _box_end(c, off, mean, r, h):
     return _end(c, off, r, h) / _window_count(h, tf.shape(c)[3], r, c.dtype) + mean
 
 
-def box_filter(x, radius, jit_compile=True):
+def box_filter(x: tf.Tensor, radius: int, jit_compile: bool = True) -> tf.Tensor:
     """Mean over the part of the (2r+1)² window inside the image (He et al.'s count-normalised box filter).
 
     Args:
@@ -162,9 +171,19 @@ def box_filter(x, radius, jit_compile=True):
 
     Returns:
         (N, H, W, C) in x's float dtype (float32 for integer x). Cost is independent of r (see the module docstring).
+
+    Examples:
+        Near the border the mean is over fewer pixels, so a ramp stays a ramp:
+
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.guided_filter import box_filter
+        >>> ramp = tf.reshape(tf.range(5.0), [1, 1, 5, 1])
+        >>> box_filter(ramp, radius=1)[0, 0, :, 0].numpy()
+        array([0.5, 1. , 2. , 3. , 3.5], dtype=float32)
+        >>> box_filter(tf.ones([2, 16, 16, 1]), radius=40).shape  # any radius, even beyond the image
+        TensorShape([2, 16, 16, 1])
     """
-    x = tf.convert_to_tensor(x)
-    _check_rank(x, "x")
+    x = check_image(x, "x", dtype=None)
     radius = _check_radius(radius)
     if x.dtype not in (tf.float32, tf.float64):
         y = box_filter(tf.cast(x, tf.float32), radius, jit_compile)
@@ -287,11 +306,6 @@ def _guided_planes(guide, x, radius, eps, jit):
 
 
 # ------------------------------------------------------------------------------------------------- validation
-def _check_rank(t, name):
-    if t.shape.rank != 4:
-        raise ValueError(f"{name} must be a 4-D (N, H, W, C) tensor, got shape {t.shape}")
-
-
 def _check_radius(radius):
     try:
         r = operator.index(radius)
@@ -312,21 +326,12 @@ def _check_eps(eps):
     return value
 
 
-def _check_inputs(guide, x):
-    _check_rank(guide, "guide")
-    _check_rank(x, "x")
-    if guide.shape[-1] not in (1, 3):
-        raise ValueError(f"guide must have 1 or 3 channels (gray or RGB), got shape {guide.shape}")
-    if x.shape[-1] is None:
-        raise ValueError(f"x must have a known number of channels, got shape {x.shape}")
-    for axis, what in ((0, "batch size"), (1, "height"), (2, "width")):
-        g, v = guide.shape[axis], x.shape[axis]
-        if g is not None and v is not None and g != v:
-            raise ValueError(f"guide and x must have the same {what}: guide {guide.shape}, x {x.shape}")
-
-
-def guided_filter(guide, x, radius=60, eps=1e-4, jit_compile=True, custom_gradient=True):
+def guided_filter(guide: tf.Tensor, x: tf.Tensor, radius: int = 60, eps: float = 1e-4, jit_compile: bool = True,
+                  custom_gradient: bool = True) -> tf.Tensor:
     """Guided filter of x with the given guide (Algorithm 1), differentiable in both with the exact gradient.
+
+    The output is locally linear in the guide, y = f(a)·I + f(b) (eqs. 9 and 16-18): it smooths x where the guide is
+    flat and keeps the guide's edges; eqs. (34)-(38) give the backward pass. The layer form is `GuidedFilter`.
 
     Args:
         guide: (N, H, W, 1) or (N, H, W, 3) guide image in [0, 1]; RGB is converted by ``tf.image.rgb_to_grayscale``.
@@ -341,9 +346,28 @@ def guided_filter(guide, x, radius=60, eps=1e-4, jit_compile=True, custom_gradie
 
     Returns:
         (N, H, W, C) filtered x in x's float dtype (float16/bfloat16 are computed in float32; integers give float32).
+
+    Examples:
+        >>> import numpy as np
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.guided_filter import box_filter, guided_filter
+        >>> guide = tf.random.uniform([2, 16, 16, 3])  # RGB: filtered as its grayscale
+        >>> x = tf.fill([2, 16, 16, 1], 0.5)
+        >>> y = guided_filter(guide, x, radius=2, eps=1e-2)
+        >>> y.shape, bool(np.allclose(y, 0.5))  # a constant image stays constant
+        (TensorShape([2, 16, 16, 1]), True)
+
+        Filtered by itself, a step edge stays sharp where a box filter of the same radius blurs it:
+
+        >>> step = tf.tile(tf.reshape([0.0] * 8 + [1.0] * 8, [1, 1, 16, 1]), [2, 16, 1, 1])
+        >>> np.round(guided_filter(step, step, radius=2, eps=1e-2)[0, 0, 4:12, 0].numpy(), 2)
+        array([0.  , 0.01, 0.01, 0.02, 0.98, 0.99, 0.99, 1.  ], dtype=float32)
+        >>> np.round(box_filter(step, radius=2)[0, 0, 4:12, 0].numpy(), 2)
+        array([0. , 0. , 0.2, 0.4, 0.6, 0.8, 1. , 1. ], dtype=float32)
     """
-    guide, x = tf.convert_to_tensor(guide), tf.convert_to_tensor(x)
-    _check_inputs(guide, x)
+    guide = check_image(guide, "guide", channels=(1, 3), dtype=None, known_channels=True)
+    x = check_image(x, "x", dtype=None, known_channels=True)
+    check_same_shape(guide, x, ("guide", "x"), axes=(0, 1, 2))
     radius, eps = _check_radius(radius), _check_eps(eps)
     dtype = x.dtype if x.dtype.is_floating else tf.float32
     work = dtype if dtype in (tf.float32, tf.float64) else tf.float32
@@ -363,23 +387,37 @@ class GuidedFilter(keras.layers.Layer):
     """Differentiable guided filter layer (Guided-Pix2Pix §III-C/D, Algorithms 1-2, eqs. 8-38).
 
     Called as ``layer(guide, x)``: guide (N, H, W, 1) or (N, H, W, 3) in [0, 1] (RGB -> gray), x (N, H, W, C);
-    returns (N, H, W, C). Gradients flow to both x and the guide (exact, ``tf.custom_gradient``).
+    returns (N, H, W, C). Gradients flow to both x and the guide (exact, ``tf.custom_gradient``). The function form
+    is `guided_filter`.
 
     Args:
         radius: window radius r (default 60, the paper's recommendation for 512×512).
         eps: regularisation for a guide in [0, 1] (default 1e-4; the authors' 1e-4 referred to a [-1, 1] guide).
         jit_compile: XLA for the elementwise stages (see ``guided_filter``).
         custom_gradient: Algorithm 2 backward (default) or TensorFlow's autodiff of the same forward.
+
+    Shapes: guide (N, H, W, 1) or (N, H, W, 3), x (N, H, W, C) -> (N, H, W, C). No weights.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.guided_filter import GuidedFilter
+        >>> layer = GuidedFilter(radius=2, eps=1e-2)
+        >>> guide, x = tf.random.uniform([2, 16, 16, 3]), tf.random.uniform([2, 16, 16, 1])
+        >>> layer(guide, x).shape
+        TensorShape([2, 16, 16, 1])
+        >>> GuidedFilter.from_config(layer.get_config()).radius
+        2
     """
 
-    def __init__(self, radius=60, eps=1e-4, jit_compile=True, custom_gradient=True, **kwargs):
+    def __init__(self, radius: int = 60, eps: float = 1e-4, jit_compile: bool = True, custom_gradient: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.radius = _check_radius(radius)
         self.eps = _check_eps(eps)
         self.jit_compile = bool(jit_compile)
         self.custom_gradient = bool(custom_gradient)
 
-    def call(self, guide, x):
+    def call(self, guide: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         return guided_filter(guide, x, self.radius, self.eps, self.jit_compile, self.custom_gradient)
 
     def compute_output_shape(self, guide_shape, x_shape):

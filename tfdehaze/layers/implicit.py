@@ -1,14 +1,19 @@
-"""MI-Net's implicit block and its vector field f (Shen et al., CVPRW 2020, §3.1-3.2).
+"""MI-Net's implicit block and its vector field f (§3.1-3.2 of Shen et al., "Implicit Euler ODE networks for
+single-image dehazing", CVPRW 2020).
 
 - `IMBlock`: the fixed-point recursion g_{k+1} = g_0 + eta * f(g_k) (eq. 3) unrolled T times with ONE f (shared
   weights), approximating the implicit Euler step x_{k+1} = x_k + eta * f(x_{k+1}) (eq. 2). T = 1 is a residual
   block x + eta * f(x) (eq. 1).
 - `MLEBlock`: the multi-level extraction block used as f: (dilated 3x3 conv -> instance norm -> ReLU) twice (Fig. 2),
   optionally with the smoothed dilated convolution of the authors' released code.
-- `SharedSeparableConv2D`: the "separable and shared" smoothing convolution of Wang & Ji (2018) that the authors'
-  code puts before each convolution of its dilated blocks: one (2d-1)x(2d-1) kernel shared by all channels,
-  applied depthwise.
+- `SharedSeparableConv2D`: the "separable and shared" smoothing convolution of Wang and Ji, "Smoothed Dilated
+  Convolutions for Improved Dense Prediction" (KDD 2018), that the authors' code puts before each convolution of its
+  dilated blocks: one (2d-1)x(2d-1) kernel shared by all channels, applied depthwise.
+
+All three map (N, H, W, C) -> (N, H, W, C) (`MLEBlock`: C -> filters).
 """
+from __future__ import annotations
+
 import keras
 import tensorflow as tf
 
@@ -26,9 +31,18 @@ class SharedSeparableConv2D(keras.layers.Layer):
         kernel_size: odd int k.
 
     Shapes: (N, H, W, C) -> (N, H, W, C). Weights: ``kernel`` (k, k).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.implicit import SharedSeparableConv2D
+        >>> layer = SharedSeparableConv2D(3)
+        >>> x = tf.random.uniform([2, 16, 16, 8])
+        >>> y = layer(x)
+        >>> y.shape, tuple(layer.kernel.shape), bool(tf.reduce_all(y == x))  # a delta at initialisation
+        (TensorShape([2, 16, 16, 8]), (3, 3), True)
     """
 
-    def __init__(self, kernel_size, **kwargs):
+    def __init__(self, kernel_size: int, **kwargs):
         super().__init__(**kwargs)
         if kernel_size < 1 or kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
@@ -42,7 +56,7 @@ class SharedSeparableConv2D(keras.layers.Layer):
 
         self.kernel = self.add_weight(name="kernel", shape=(k, k), initializer=delta)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         channels = tf.shape(x)[-1]
         kernel = tf.tile(tf.cast(self.kernel, x.dtype)[:, :, None, None], tf.stack([1, 1, channels, 1]))
         return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME")
@@ -70,10 +84,21 @@ class MLEBlock(keras.layers.Layer):
         use_bias: convolution biases (redundant before instance norm; the authors' code has none).
 
     Shapes: (N, H, W, C) -> (N, H, W, filters). Sub-layers: conv1, norm1, conv2, norm2[, pre_conv1, pre_conv2].
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.implicit import MLEBlock
+        >>> block = MLEBlock(filters=8, dilation=2)
+        >>> y = block(tf.random.uniform([2, 16, 16, 4]))
+        >>> y.shape, bool(tf.reduce_min(y) >= 0.0)  # ends with a ReLU
+        (TensorShape([2, 16, 16, 8]), True)
+        >>> smoothed = MLEBlock(filters=8, dilation=2, smooth=True)  # the authors' smoothed dilated convolutions
+        >>> smoothed(tf.zeros([1, 16, 16, 8])).shape, smoothed.pre_conv1.kernel_size
+        (TensorShape([1, 16, 16, 8]), 3)
     """
 
-    def __init__(self, filters=64, dilation=1, second_dilation=None, smooth=False, residual=False, use_bias=False,
-                 **kwargs):
+    def __init__(self, filters: int = 64, dilation: int = 1, second_dilation: int | None = None,
+                 smooth: bool = False, residual: bool = False, use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.dilation = int(dilation)
@@ -103,7 +128,7 @@ class MLEBlock(keras.layers.Layer):
         self.conv2.build(out_shape)
         self.norm2.build(out_shape)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         y = self.pre_conv1(x) if self.smooth else x
         y = tf.nn.relu(self.norm1(self.conv1(y)))
         if self.smooth:
@@ -138,9 +163,22 @@ class IMBlock(keras.layers.Layer):
             about one extra forward of the block in time).
 
     Shapes: (N, H, W, C) -> (N, H, W, C).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.implicit import IMBlock, MLEBlock
+        >>> x = tf.random.uniform([2, 16, 16, 8])
+        >>> block = IMBlock(MLEBlock(filters=8), steps=4)
+        >>> block(x).shape
+        TensorShape([2, 16, 16, 8])
+        >>> block.count_params() == block.f.count_params()  # one f shared by the T steps
+        True
+        >>> bool(tf.reduce_all(IMBlock(MLEBlock(filters=8), steps=4, eta=0.0)(x) == x))  # eta = 0: g_T = g_0
+        True
     """
 
-    def __init__(self, f, steps=12, eta=1.0, recompute=False, **kwargs):
+    def __init__(self, f: keras.layers.Layer | dict, steps: int = 12, eta: float = 1.0, recompute: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(f, dict):
             f = keras.saving.deserialize_keras_object(f)
@@ -167,7 +205,7 @@ class IMBlock(keras.layers.Layer):
             g = step(g, g0)
         return g
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         if self.recompute:
             return tf.recompute_grad(self._iterate)(x)
         return self._iterate(x)

@@ -1,9 +1,12 @@
-"""Instance normalisation (Ulyanov et al. 2016), as used by the Pix2Pix backbone and discriminator.
+"""Instance normalisation (Ulyanov et al., "Instance Normalization: The Missing Ingredient for Fast Stylization",
+2016), as used by the Pix2Pix backbone and discriminator of Guided-Pix2Pix and by MI-Net.
 
 Keras 3 has no instance norm layer; `GroupNormalization` with one group per channel (``groups=-1``) is exactly it
-(SPEC: equal to a numpy instance norm to ~2e-7). This module only fixes the group count and the epsilon of the
-authors' code (1e-5) and registers the class, so models that use it serialise by name.
+(equal to a numpy instance norm to ~2e-7, tests/layers/test_normalization.py). This module only fixes the group
+count and the epsilon of the authors' code (1e-5) and registers the class, so models that use it serialise by name.
 """
+from __future__ import annotations
+
 import keras
 
 
@@ -18,10 +21,22 @@ class InstanceNormalization(keras.layers.GroupNormalization):
         **kwargs: any other `keras.layers.GroupNormalization` argument (center, scale, gamma_initializer, ...)
             except ``groups``, which is fixed to one group per channel.
 
-    Shapes: (N, H, W, C) -> (N, H, W, C).
+    Shapes: (N, H, W, C) -> (N, H, W, C). Weights: gamma (C,), beta (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.normalization import InstanceNormalization
+        >>> x = tf.random.uniform([2, 16, 16, 3], maxval=10.0)
+        >>> y = InstanceNormalization()(x)
+        >>> y.shape, bool(np.allclose(tf.reduce_mean(y, axis=[1, 2]), 0.0, atol=1e-5))
+        (TensorShape([2, 16, 16, 3]), True)
+        >>> np.round(tf.math.reduce_std(y, axis=[1, 2]).numpy(), 3)  # unit variance per image and channel
+        array([[1., 1., 1.],
+               [1., 1., 1.]], dtype=float32)
     """
 
-    def __init__(self, epsilon=1e-5, **kwargs):
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
         groups = kwargs.pop("groups", -1)
         if groups != -1:
             raise ValueError(f"InstanceNormalization uses one group per channel (groups=-1), got groups={groups!r}")

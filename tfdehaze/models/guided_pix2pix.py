@@ -1,25 +1,32 @@
-"""Guided-Pix2Pix (Jiao et al.): a Pix2Pix U-Net estimates the transmission, a differentiable guided filter refines
-it, and the scattering model inverts the haze (papers/guided-pix2pix.md, §III-B and §III-E).
+"""Guided-Pix2Pix: a Pix2Pix U-Net estimates the transmission, a differentiable guided filter refines it, and the
+scattering model inverts the haze (§III-B and §III-E of Jiao et al., "Guided-Pix2Pix: End-to-End Inference and
+Refinement Network for Image Dehazing", IEEE JSTARS 2021).
 
     t0 = G0(I)                                  (39)   `Pix2PixUNet`, sigmoid output in (0, 1)
     J0 = (I - A) / t0 + A                       (40)   coarse dehazed image
     t  = f_guided(gray(I), t0)                  (41)   `tfdehaze.layers.guided_filter.GuidedFilter`
-    J  = (I - A) / t + A                        (42)   `tfdehaze.physics.dehaze` (with the t_min clamp of SPEC)
+    J  = (I - A) / t + A                        (42)   `tfdehaze.physics.dehaze` (with a t_min clamp)
 
 A is the airlight of eqs. (5)-(7), estimated per image and held constant in backprop. `PatchDiscriminator` is the
 conditional PatchGAN of §III-E (hazy image and dehazed/clear image concatenated).
 
 Everything takes images float32 in [0, 1], NHWC, RGB; the networks convert to Pix2Pix's [-1, 1] inside.
+The backbone and the discriminator are those of Isola et al., "Image-to-Image Translation with Conditional
+Adversarial Networks" (CVPR 2017), as in the authors' code.
 """
+from __future__ import annotations
+
 import keras
 import tensorflow as tf
 
 from tfdehaze import physics
+from tfdehaze.check import check_image
 from tfdehaze.layers.guided_filter import GuidedFilter
-from tfdehaze.layers.images import check_images, pad_to_multiple
+from tfdehaze.layers.images import pad_to_multiple
 from tfdehaze.layers.normalization import InstanceNormalization
+from tfdehaze.registry import MODELS
 
-DROPOUT_BLOCKS = 3  # Pix2Pix: dropout on the first (deepest) three decoder blocks
+_DROPOUT_BLOCKS = 3  # Pix2Pix: dropout on the first (deepest) three decoder blocks
 
 
 def _kernel_init():
@@ -61,10 +68,20 @@ class Pix2PixUNet(keras.Model):
         innermost_norm: instance norm on the innermost encoder block (see above).
 
     Shapes: (N, H, W, 3) in [0, 1] -> (N, H, W, out_channels) in (0, 1).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.models.guided_pix2pix import Pix2PixUNet
+        >>> unet = Pix2PixUNet(depth=4, base_filters=8)
+        >>> unet.widths
+        [8, 16, 32, 64]
+        >>> t0 = unet(tf.random.uniform([1, 20, 24, 3]))  # padded to 32 x 32 inside, cropped back
+        >>> t0.shape, bool(tf.reduce_min(t0) > 0.0 and tf.reduce_max(t0) < 1.0)
+        (TensorShape([1, 20, 24, 1]), True)
     """
 
-    def __init__(self, out_channels=1, depth=9, base_filters=64, max_filters=512, leaky_slope=0.3, dropout=0.5,
-                 innermost_norm=True, **kwargs):
+    def __init__(self, out_channels: int = 1, depth: int = 9, base_filters: int = 64, max_filters: int = 512,
+                 leaky_slope: float = 0.3, dropout: float = 0.5, innermost_norm: bool = True, **kwargs):
         super().__init__(**kwargs)
         for key, value in (("out_channels", out_channels), ("depth", depth), ("base_filters", base_filters),
                            ("max_filters", max_filters)):
@@ -88,7 +105,7 @@ class Pix2PixUNet(keras.Model):
             block = [keras.layers.Conv2DTranspose(self.widths[-1 - j], 4, strides=2, padding="same", use_bias=False,
                                                   kernel_initializer=_kernel_init()),
                      _instance_norm()]
-            if j <= DROPOUT_BLOCKS and self.dropout > 0:
+            if j <= _DROPOUT_BLOCKS and self.dropout > 0:
                 block.append(keras.layers.Dropout(self.dropout))
             block.append(keras.layers.ReLU())
             setattr(self, f"up{j}", keras.Sequential(block, name=f"up{j}"))
@@ -105,8 +122,8 @@ class Pix2PixUNet(keras.Model):
             shape = (None, None, None, 2 * self.widths[-1 - j])
         self.last.build(shape)
 
-    def call(self, hazy, training=None):
-        hazy = check_images(hazy, "hazy")
+    def call(self, hazy: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        hazy = check_image(hazy, "hazy")
         x, crop = pad_to_multiple(hazy * 2.0 - 1.0, 2 ** self.depth)
         skips = []
         for i in range(1, self.depth + 1):
@@ -125,6 +142,10 @@ class Pix2PixUNet(keras.Model):
         return config
 
 
+@MODELS.register("guided-pix2pix", description="Guided-Pix2Pix, paper configuration: 512x512 Pix2Pix U-Net "
+                 "(depth 9) -> 1-channel t, guided filter r=60")
+@MODELS.register("guided-pix2pix-rice", out_channels=3,
+                 description="Guided-Pix2Pix with a 3-channel transmission, as the authors trained on RICE")
 @keras.saving.register_keras_serializable(package="tfdehaze")
 class GuidedPix2Pix(keras.Model):
     """G: Pix2Pix backbone - guided filter layer - dehazing equation (eqs. 39-42).
@@ -142,7 +163,7 @@ class GuidedPix2Pix(keras.Model):
     ``physics.dehaze(hazy, transmission, airlight, t_min)`` reproduces ``dehazed`` exactly.
 
     ``eps`` refers to a guide in [0, 1] (the grayscale of I). The authors' 1e-4 was for a [-1, 1] guide, i.e. about
-    2.5e-5 on ours; 1e-4 is kept as the default (SPEC), the paper's 1e-8 also works.
+    2.5e-5 on ours; 1e-4 is kept as the default, the paper's 1e-8 also works.
 
     Args:
         out_channels: C, channels of t (1 paper default, 3 RICE).
@@ -154,13 +175,32 @@ class GuidedPix2Pix(keras.Model):
         custom_gradient: the guided filter's backward by Algorithm 2 (default) or TensorFlow autodiff of the same
             forward (for comparison, see benchmarks/train_step.py).
 
-    Returns a dict: ``dehazed`` J (N, H, W, 3), ``transmission`` t (N, H, W, C), ``coarse_dehazed`` J0,
-    ``coarse_transmission`` t0, ``airlight`` A (N, 1, 1, 3). Any H, W (the backbone pads and crops).
+    Shapes: ``model(hazy)``, hazy (N, H, W, 3) in [0, 1], any H, W (the backbone pads and crops) -> a dict:
+    ``dehazed`` J (N, H, W, 3), ``transmission`` t (N, H, W, C), ``coarse_dehazed`` J0 (N, H, W, 3),
+    ``coarse_transmission`` t0 (N, H, W, C), ``airlight`` A (N, 1, 1, 3). Sub-layers: g0, guided_filter.
+
+    Examples:
+        >>> import numpy as np
+        >>> import tensorflow as tf
+        >>> from tfdehaze import physics
+        >>> from tfdehaze.models.guided_pix2pix import GuidedPix2Pix
+        >>> model = GuidedPix2Pix(depth=4, base_filters=8, radius=2, eps=1e-2)
+        >>> hazy = tf.random.uniform([2, 16, 16, 3])
+        >>> out = model(hazy)
+        >>> {name: tuple(value.shape) for name, value in sorted(out.items())}  # doctest: +NORMALIZE_WHITESPACE
+        {'airlight': (2, 1, 1, 3), 'coarse_dehazed': (2, 16, 16, 3), 'coarse_transmission': (2, 16, 16, 1),
+         'dehazed': (2, 16, 16, 3), 'transmission': (2, 16, 16, 1)}
+        >>> t = out["transmission"]
+        >>> bool(tf.reduce_min(t) >= model.t_min and tf.reduce_max(t) <= 1.0)  # clipped to [t_min, 1]
+        True
+        >>> bool(np.allclose(physics.dehaze(hazy, t, out["airlight"], model.t_min), out["dehazed"]))  # eq. (42)
+        True
     """
 
-    def __init__(self, out_channels=1, depth=9, base_filters=64, max_filters=512, leaky_slope=0.3, dropout=0.5,
-                 innermost_norm=True, radius=60, eps=1e-4, t_min=0.05, airlight_method="brightest_luma",
-                 custom_gradient=True, **kwargs):
+    def __init__(self, out_channels: int = 1, depth: int = 9, base_filters: int = 64, max_filters: int = 512,
+                 leaky_slope: float = 0.3, dropout: float = 0.5, innermost_norm: bool = True, radius: int = 60,
+                 eps: float = 1e-4, t_min: float = 0.05, airlight_method: str = "brightest_luma",
+                 custom_gradient: bool = True, **kwargs):
         super().__init__(**kwargs)
         if out_channels not in (1, 3):
             raise ValueError(f"out_channels must be 1 or 3 (one transmission per pixel or per colour), "
@@ -180,8 +220,8 @@ class GuidedPix2Pix(keras.Model):
     def build(self, input_shape):
         self.g0.build(input_shape)
 
-    def call(self, hazy, training=None):
-        hazy = check_images(hazy, "hazy", channels=3)
+    def call(self, hazy: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
+        hazy = check_image(hazy, "hazy", channels=3)
         t0 = self.g0(hazy, training=training)
         airlight = physics.atmospheric_light(hazy, self.airlight_method)
         t = tf.clip_by_value(self.guided_filter(hazy, t0), self.t_min, 1.0)
@@ -221,9 +261,23 @@ class PatchDiscriminator(keras.Model):
         leaky_slope: 0.3, Keras' default, as in the authors' code (pix2pix: 0.2).
         norm: ``"instance"`` (the paper) or ``"none"`` (convs then get biases; useful to inspect the receptive field,
             which instance norm's global statistics blur).
+
+    Shapes: (hazy (N, H, W, 3), image (N, H, W, 3)) or (N, H, W, 6) -> logits (N, H / 2**n_layers - 2,
+    W / 2**n_layers - 2, 1). Sub-layers: net.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.models.guided_pix2pix import PatchDiscriminator
+        >>> disc = PatchDiscriminator(base_filters=8, n_layers=2)
+        >>> hazy, clear = tf.random.uniform([2, 32, 32, 3]), tf.random.uniform([2, 32, 32, 3])
+        >>> disc((hazy, clear)).shape  # 32 / 4 - 2 = 6 logits per side
+        TensorShape([2, 6, 6, 1])
+        >>> disc.receptive_field, PatchDiscriminator().receptive_field
+        (34, 70)
     """
 
-    def __init__(self, base_filters=64, n_layers=3, max_filters=512, leaky_slope=0.3, norm="instance", **kwargs):
+    def __init__(self, base_filters: int = 64, n_layers: int = 3, max_filters: int = 512, leaky_slope: float = 0.3,
+                 norm: str = "instance", **kwargs):
         super().__init__(**kwargs)
         for key, value in (("base_filters", base_filters), ("n_layers", n_layers), ("max_filters", max_filters)):
             if int(value) != value or value < 1:
@@ -249,7 +303,7 @@ class PatchDiscriminator(keras.Model):
         self.net = keras.Sequential(layers, name="net")
 
     @property
-    def receptive_field(self):
+    def receptive_field(self) -> int:
         """Side in input pixels of the square patch one logit depends on (convs only; 70 for the default)."""
         size = 1
         for stride in [1, 1] + [2] * self.n_layers:  # walk back from the logits: r <- (r - 1) * stride + 4
@@ -265,12 +319,12 @@ class PatchDiscriminator(keras.Model):
     def build(self, input_shape):
         self.net.build((None, None, None, self._channels(input_shape)))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor | tuple[tf.Tensor, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 2:
                 raise ValueError(f"PatchDiscriminator takes (hazy, image), got {len(inputs)} tensors")
-            inputs = tf.concat([check_images(inputs[0], "hazy", 3), check_images(inputs[1], "image", 3)], -1)
-        x = check_images(inputs, "inputs")
+            inputs = tf.concat([check_image(inputs[0], "hazy", 3), check_image(inputs[1], "image", 3)], -1)
+        x = check_image(inputs, "inputs")
         return self.net(x * 2.0 - 1.0, training=training)
 
     def get_config(self):

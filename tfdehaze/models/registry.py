@@ -1,75 +1,235 @@
-"""Model names -> builders: ``build("guided-pix2pix", depth=6)``, ``load("minet-official")``, ``load("m.keras")``.
+"""Model names -> Keras models: ``build("guided-pix2pix", depth=6)``, ``load("minet-official")``, ``load("m.keras")``.
 
-An entry is a builder (a callable returning a `keras.Model`, called with the user's keyword overrides), a one-line
-description and, for names with released weights, a ``weights`` hook: ``weights(model) -> model | None`` receives
-the freshly built model, loads the weights into it (building it as it needs) and may return a replacement.
-Training hyper-parameters live in `tfdehaze.train.recipes`, not here.
+The names live in `tfdehaze.registry.MODELS`; each model file registers its own (``@MODELS.register(...)``) when
+`tfdehaze.models` is imported. A name with released weights carries a *preset* (a dict in its model file, as
+KerasHub's ``*_presets.py``)::
+
+    {"description": ..., "weights": "minet_official_its.weights.h5",   # a file in tfdehaze.paths.weights_dir()
+     "source": "how to get / convert the file", "score": "what it reaches, where"}
+
+`load` builds such a name and loads its weights file; nothing is ever downloaded. Training hyper-parameters live
+in `tfdehaze.train.recipes`, not here.
+
+Examples:
+    >>> from tfdehaze.models import registry
+    >>> "guided-pix2pix" in registry.names()
+    True
+    >>> model = registry.build("guided-pix2pix", depth=5, base_filters=8, radius=4)
+    >>> model.g0.depth, model.radius
+    (5, 4)
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
+import os
 import pathlib
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
-from tfdehaze.models.guided_pix2pix import GuidedPix2Pix
+from tfdehaze import paths
+from tfdehaze.registry import MODELS
+
+PRESET_KEYS = ("description", "weights", "source", "score")
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    name: str
-    builder: Callable[..., keras.Model]
-    description: str = ""
-    weights: Optional[Callable[[keras.Model], Optional[keras.Model]]] = None
+def register(name: str, builder: Callable[..., keras.Model], description: str = "", preset: dict | None = None,
+             replace: bool = False, **defaults: Any) -> Callable:
+    """Register ``builder`` under ``name`` (`tfdehaze.registry.Registry.register` on the model registry).
+
+    ``defaults`` are keyword arguments the builder is called with; a ``preset`` needs the keys of `PRESET_KEYS`
+    and gives the description when there is none.
+
+    Examples:
+        >>> import keras
+        >>> from tfdehaze.models import registry
+        >>> from tfdehaze.registry import MODELS
+        >>> def one_conv(filters=3, kernel=1):
+        ...     return keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(filters, kernel)])
+        >>> registry.register("one-conv-3x3", one_conv, description="one 3x3 convolution", kernel=3)
+        <function one_conv at ...>
+        >>> registry.describe()["one-conv-3x3"], registry.build("one-conv-3x3").count_params()  # 3 * 3 * 3 * 3 + 3
+        ('one 3x3 convolution', 84)
+        >>> registry.register("one-conv-released", one_conv, preset={"weights": "one_conv.weights.h5"})
+        Traceback (most recent call last):
+        ...
+        ValueError: preset of 'one-conv-released' lacks ['description', 'source', 'score']; a preset has
+        ('description', 'weights', 'source', 'score')
+        >>> MODELS.unregister("one-conv-3x3")
+    """
+    if preset is not None:
+        missing = [key for key in PRESET_KEYS if key not in preset]
+        if missing:
+            raise ValueError(f"preset of {name!r} lacks {missing}; a preset has {PRESET_KEYS}")
+        description = description or preset["description"]
+    return MODELS.register(name, builder, description=description, preset=preset, replace=replace, **defaults)
 
 
-_ENTRIES: dict[str, Entry] = {}
+def register_presets(presets: dict[str, dict], builder: Callable[..., keras.Model]) -> None:
+    """Register every preset of a model file: name -> ``{description, weights, source, score[, config]}``; the
+    optional ``config`` holds constructor arguments of ``builder``.
 
-
-def register(name: str, builder: Callable[..., keras.Model], description: str = "",
-             weights: Optional[Callable[[keras.Model], Optional[keras.Model]]] = None, replace: bool = False) -> None:
-    """Register ``builder`` under ``name``; a name already taken raises ValueError unless ``replace``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a model name must be a non-empty string, got {name!r}")
-    if not callable(builder):
-        raise ValueError(f"the builder of {name!r} must be callable, got {builder!r}")
-    if name in _ENTRIES and not replace:
-        raise ValueError(f"model name {name!r} is already registered (pass replace=True to override it)")
-    _ENTRIES[name] = Entry(name, builder, description, weights)
+    Examples:
+        >>> import keras
+        >>> from tfdehaze.models import registry
+        >>> from tfdehaze.registry import MODELS
+        >>> PRESETS = {"one-conv-released": {
+        ...     "description": "one 1x1 convolution, trained", "weights": "one_conv.weights.h5",
+        ...     "source": "train it yourself", "score": "none", "config": {"filters": 3}}}
+        >>> registry.register_presets(PRESETS, lambda filters: keras.Sequential([keras.layers.Conv2D(filters, 1)]))
+        >>> MODELS.get("one-conv-released").defaults, registry.describe()["one-conv-released"]
+        ({'filters': 3}, 'one 1x1 convolution, trained')
+        >>> MODELS.unregister("one-conv-released")
+    """
+    for name, preset in presets.items():
+        register(name, builder, preset=preset, **preset.get("config", {}))
 
 
 def names() -> list[str]:
-    """The registered names, sorted."""
-    return sorted(_ENTRIES)
+    """The registered model names, sorted.
+
+    Examples:
+        >>> from tfdehaze.models import registry
+        >>> {"guided-pix2pix", "kddn", "minet", "minet-official", "rfd"} <= set(registry.names())
+        True
+    """
+    return MODELS.names()
 
 
 def describe() -> dict[str, str]:
-    """name -> one-line description."""
-    return {name: _ENTRIES[name].description for name in names()}
+    """name -> one-line description.
+
+    Examples:
+        >>> from tfdehaze.models import registry
+        >>> registry.describe()["minet"]
+        "MI-Net, the paper's network (Table 2 ablations as options)"
+    """
+    return MODELS.describe()
 
 
-def _entry(name: str) -> Entry:
-    if name not in _ENTRIES:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}")
-    return _ENTRIES[name]
+def presets() -> dict[str, dict]:
+    """name -> preset, for the names with released weights (each with ``path`` and whether it ``exists``).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> from tfdehaze.models import registry
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=tempfile.mkdtemp()):  # an empty weights folder
+        ...     preset = registry.presets()["minet-official"]
+        >>> sorted(preset), preset["weights"], preset["exists"]
+        (['description', 'exists', 'path', 'score', 'source', 'weights'], 'minet_official_its.weights.h5', False)
+    """
+    found = {}
+    for entry in MODELS:
+        if entry.preset is not None:
+            path = weights_path(entry.name)
+            found[entry.name] = {**entry.preset, "path": str(path), "exists": path.is_file()}
+    return found
 
 
-def build(name: str, **overrides) -> keras.Model:
-    """A new model (random weights) from the registered builder, with keyword ``overrides`` of its defaults."""
-    entry = _entry(name)
-    try:
-        return entry.builder(**overrides)
-    except (TypeError, ValueError) as err:  # an unknown keyword or a bad value
-        raise ValueError(f"model {name!r} with overrides {overrides}: {err}") from err
+def weights_path(name: str) -> pathlib.Path:
+    """Where the released weights of preset ``name`` are expected: ``tfdehaze.paths.weights_dir() / file``.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> from tfdehaze.models import registry
+        >>> home = tempfile.mkdtemp()
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=home):
+        ...     path = registry.weights_path("minet-official")
+        >>> path.relative_to(home).as_posix()
+        'weights/minet_official_its.weights.h5'
+        >>> registry.weights_path("minet")
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'minet' has no released weights
+    """
+    preset = MODELS.get(name).preset
+    if preset is None:
+        raise ValueError(f"model {name!r} has no released weights")
+    return paths.weights_dir() / preset["weights"]
 
 
-def load(name_or_path: str | pathlib.Path, **overrides) -> keras.Model:
+def build(name: str, **overrides: Any) -> keras.Model:
+    """A new model (random weights) from the registered builder, with keyword ``overrides`` of its defaults.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.models import registry
+        >>> model = registry.build("minet", filters=8, steps=2, reduction=4)  # a small MI-Net
+        >>> {name: tuple(value.shape) for name, value in model(tf.zeros([1, 15, 17, 3])).items()}
+        {'dehazed': (1, 15, 17, 3)}
+        >>> registry.build("minet", width=8)
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'minet' with options {'width': 8}: Unrecognized keyword arguments passed to MINet:
+        {'width': 8}
+    """
+    return MODELS.build(name, **overrides)
+
+
+def load_preset_weights(model: keras.Model, name: str, path: str | os.PathLike | None = None) -> keras.Model:
+    """Build ``model`` on a small dummy image and load the released weights of preset ``name`` into it.
+
+    ``path`` defaults to `weights_path`; a missing file raises FileNotFoundError saying how to get it.
+
+    Examples:
+        >>> import os, pathlib, tempfile
+        >>> from unittest import mock
+        >>> import keras
+        >>> import numpy as np
+        >>> from tfdehaze.models import registry
+        >>> from tfdehaze.registry import MODELS
+        >>> preset = {"description": "one 1x1 convolution", "weights": "one_conv.weights.h5",
+        ...           "source": "save it with model.save_weights", "score": "none"}
+        >>> _ = registry.register("one-conv-released", lambda: keras.Sequential([keras.layers.Conv2D(3, 1)]),
+        ...                       preset=preset)
+        >>> trained = registry.build("one-conv-released")
+        >>> _ = trained(np.zeros([1, 4, 4, 3]))
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "one_conv.weights.h5")
+        >>> trained.save_weights(path)
+        >>> model = registry.load_preset_weights(registry.build("one-conv-released"), "one-conv-released", path)
+        >>> all(np.array_equal(a, b) for a, b in zip(model.get_weights(), trained.get_weights()))
+        True
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=tempfile.mkdtemp()):  # nothing in weights_dir()
+        ...     registry.load_preset_weights(registry.build("one-conv-released"), "one-conv-released")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: released weights of 'one-conv-released' not found at .../weights/one_conv.weights.h5.
+        save it with model.save_weights
+        >>> MODELS.unregister("one-conv-released")
+    """
+    import tensorflow as tf
+
+    path = pathlib.Path(path) if path is not None else weights_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"released weights of {name!r} not found at {path}. "
+                                f"{MODELS.get(name).preset['source']}")
+    model(tf.zeros([1, 32, 32, 3]), training=False)
+    model.load_weights(str(path))
+    return model
+
+
+def load(name_or_path: str | os.PathLike, **overrides: Any) -> keras.Model:
     """A ready model: a ``.keras`` file via `keras.saving.load_model`, or a registered name built with
-    ``overrides`` and, if the entry has released weights, loaded with them (otherwise its weights are random and a
+    ``overrides`` and, if it is a preset, loaded with its released weights (otherwise its weights are random and a
     UserWarning says so).
+
+    Examples:
+        >>> import pathlib, tempfile, warnings
+        >>> import keras
+        >>> from tfdehaze.models import registry
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     model = registry.load("minet", filters=8, steps=2, reduction=4)
+        >>> type(model).__name__, [str(warning.message) for warning in caught]
+        ('MINet', ["model 'minet' has no released weights: its weights are random (train it, or load a .keras
+        file)"])
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "one_conv.keras")
+        >>> keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 1)]).save(path)
+        >>> registry.load(path).count_params()
+        12
     """
     if isinstance(name_or_path, pathlib.Path) or str(name_or_path).endswith(".keras"):
         path = pathlib.Path(name_or_path)
@@ -78,26 +238,38 @@ def load(name_or_path: str | pathlib.Path, **overrides) -> keras.Model:
         if overrides:
             raise ValueError(f"overrides {sorted(overrides)} apply to registered names, not to the file {path}")
         return keras.saving.load_model(path)
-    entry = _entry(str(name_or_path))
+    entry = MODELS.get(str(name_or_path))
     model = build(entry.name, **overrides)
-    if entry.weights is None:
+    if entry.preset is None:
         warnings.warn(f"model {entry.name!r} has no released weights: its weights are random (train it, or load a "
                       f".keras file)", stacklevel=2)
-    else:
-        model = entry.weights(model) or model
-    return model
+        return model
+    return load_preset_weights(model, entry.name)
 
 
-# Built-in entries. Other model files add theirs below.
-register("guided-pix2pix", GuidedPix2Pix,
-         "Guided-Pix2Pix, paper configuration: 512x512 Pix2Pix U-Net (depth 9) -> 1-channel t, guided filter r=60")
-register("guided-pix2pix-rice", functools.partial(GuidedPix2Pix, out_channels=3),
-         "Guided-Pix2Pix with a 3-channel transmission, as the authors trained on RICE")
+def listing() -> str:
+    """A text table of the registered models and, for presets, their weights file, source and score
+    (what ``tfdehaze-dehaze --list-models`` prints).
 
-from tfdehaze.models import minet  # noqa: E402
-
-register("minet", minet.MINet,
-         "MI-Net, paper configuration: three IM-blocks (T=12, MLE dilations 1, 2, 5), multi-level fusion, RCA")
-register("minet-official", functools.partial(minet.MINet, "official"),
-         "MI-Net as released (RESIDE ITS weights, ~37 dB SOTS indoor); convert them once with data_prep/convert_minet.py",
-         weights=minet.load_official_weights)
+    Examples:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> from tfdehaze.models import registry
+        >>> with mock.patch.dict(os.environ, TFDEHAZE_HOME=tempfile.mkdtemp()):
+        ...     text = registry.listing()
+        >>> print(text[text.index("minet "):text.index("source:")])
+        minet                    MI-Net, the paper's network (Table 2 ablations as options)
+        minet-official           MI-Net, the authors' released network and RESIDE-ITS weights (MINetOfficial)
+                                   weights: .../weights/minet_official_its.weights.h5 (missing)
+    """
+    found = presets()
+    lines = []
+    for name, description in describe().items():
+        lines.append(f"{name:24s} {description}")
+        if name in found:
+            preset = found[name]
+            state = "found" if preset["exists"] else "missing"
+            lines += [f"{'':24s}   weights: {preset['path']} ({state})",
+                      f"{'':24s}   source:  {preset['source']}",
+                      f"{'':24s}   score:   {preset['score']}"]
+    return "\n".join(lines)

@@ -17,6 +17,8 @@ dataset comes from ``data(epoch)``, deterministic for a given epoch (seeded shuf
 rebuilds epoch ``epoch`` and skips ``offset`` batches: it sees exactly the batches an uninterrupted run would have.
 (Checkpointing the iterator itself would store whole shuffle buffers of images in every checkpoint.)
 """
+from __future__ import annotations
+
 import csv
 import io
 import json
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -37,33 +41,97 @@ from tensorflow.core.framework import summary_pb2
 from tfdehaze.paths import atomic_save, atomic_write
 from tfdehaze.train.strategy import is_chief
 
+if TYPE_CHECKING:  # annotations only: recipes and steps import this module
+    from tfdehaze.train.recipes import Recipe
+    from tfdehaze.train.steps import Step
+
 CHECKPOINT_DIR = "checkpoints"
 DEFAULTS = {"checkpoint_every": 500, "log_every": 10, "sample_every": 500, "keep": 3}
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or Inf; ``step`` is the failing step and ``losses`` its loss values."""
+    """Training produced NaN or Inf; ``step`` is the failing step and ``losses`` its loss values.
 
-    def __init__(self, message, step, losses):
+    `Trainer.fit` raises it at the first non-finite loss (or before saving non-finite weights), keeping the last
+    good checkpoint.
+
+    Examples:
+        >>> from tfdehaze.train import NonFiniteLossError
+        >>> error = NonFiniteLossError("non-finite loss at step 5: loss=nan", step=5, losses={"loss": float("nan")})
+        >>> isinstance(error, RuntimeError), error.step, sorted(error.losses), str(error)
+        (True, 5, ['loss'], 'non-finite loss at step 5: loss=nan')
+    """
+
+    def __init__(self, message: str, step: int, losses: dict[str, float]):
         super().__init__(message)
         self.step = step
         self.losses = losses
 
 
 class RunDirError(ValueError):
-    """The run directory cannot be used as asked (e.g. a fresh run into a directory with checkpoints)."""
+    """The run directory cannot be used as asked (e.g. a fresh run into a directory with checkpoints).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import RunDirError, refuse_existing_run
+        >>> run_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+        >>> try:
+        ...     refuse_existing_run(run_dir)
+        ... except RunDirError as error:
+        ...     print(type(error).__name__, isinstance(error, ValueError))
+        RunDirError True
+    """
 
 
-def has_checkpoints(run_dir):
-    """True when ``run_dir/checkpoints`` holds a checkpoint state file or checkpoint files."""
+def has_checkpoints(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir/checkpoints`` holds a checkpoint state file or checkpoint files.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import has_checkpoints
+        >>> run_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> has_checkpoints(run_dir), has_checkpoints(run_dir / "not-yet-created")
+        (False, False)
+        >>> _ = tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+        >>> has_checkpoints(run_dir)
+        True
+    """
     folder = pathlib.Path(run_dir) / CHECKPOINT_DIR
     return folder.is_dir() and (any(folder.glob("ckpt-*")) or (folder / "checkpoint").exists())
 
 
-class MetricsLog:
+def refuse_existing_run(run_dir: str | os.PathLike, resume: bool = False) -> None:
+    """Raise `RunDirError` for a fresh run (``resume=False``) into a directory that already has checkpoints.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import refuse_existing_run
+        >>> run_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> refuse_existing_run(run_dir)  # no checkpoints yet: a fresh run may start
+        >>> _ = tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+        >>> refuse_existing_run(run_dir, resume=True)  # continuing the run is fine
+        >>> refuse_existing_run(run_dir)
+        Traceback (most recent call last):
+        ...
+        tfdehaze.train.engine.RunDirError: run directory ... already has checkpoints (latest ckpt-1); pass --resume
+        (resume=True) to continue that run, or choose another output directory
+    """
+    if resume or not has_checkpoints(run_dir):
+        return
+    latest = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / CHECKPOINT_DIR))
+    raise RunDirError(f"run directory {run_dir} already has checkpoints"
+                      f"{f' (latest {os.path.basename(latest)})' if latest else ''}; pass --resume "
+                      "(resume=True) to continue that run, or choose another output directory")
+
+
+class _MetricsLog:
     """``metrics.csv``: header once, one appended row per logged step."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
 
     def _read(self):
@@ -75,7 +143,7 @@ class MetricsLog:
             rows = [row for row in reader if header and len(row) == len(header)]
         return header, rows
 
-    def truncate(self, last_step):
+    def truncate(self, last_step: int) -> None:
         """Drop rows after ``last_step`` (and any torn last line), atomically."""
         header, rows = self._read()
         if header is None:
@@ -85,7 +153,7 @@ class MetricsLog:
         csv.writer(text).writerows([header] + kept)
         atomic_write(self.path, text.getvalue())
 
-    def append(self, row):
+    def append(self, row: Mapping[str, Any]) -> None:
         header, _ = self._read()
         new = header is None
         if new:
@@ -113,11 +181,11 @@ _SCALAR = _plugin_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
 _IMAGES = _plugin_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
 
 
-def summary_scalar(tag, value, step):
+def _summary_scalar(tag, value, step):
     tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
 
 
-def summary_images(tag, images, step):
+def _summary_images(tag, images, step):
     """images: uint8 (N, H, W, C) -> one TensorBoard image summary (width, height, PNG...)."""
     shape = tf.shape(images)
     pngs = [tf.io.encode_png(image) for image in tf.unstack(images)]
@@ -143,11 +211,37 @@ class Trainer:
     run_dir: the run directory (created). strategy: a ``tf.distribute.Strategy`` (default: the current one).
     config: the resolved `Recipe` (or a dict) written to ``config.json``; ``batch_size`` and the intervals default to
         its fields. batch_size: the GLOBAL batch. checkpoint_every / log_every / sample_every: in steps.
-    keep: checkpoints kept. verbose: 0 silent, 1 progress bar.
+    keep: checkpoints kept. verbose: 0 silent, 1 progress bar. sample_count: images in the sample strips.
+
+    Examples:
+        Two steps of a one-convolution model on four 8x8 pairs (batches of 2), then two more by resuming:
+
+        >>> import tempfile
+        >>> import keras
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import SupervisedStep, Trainer
+        >>> images = tf.random.stateless_uniform([4, 8, 8, 3], seed=[0, 1])
+        >>> data = tf.data.Dataset.from_tensor_slices({"hazy": 0.5 * images + 0.3, "clear": images}).batch(2)
+        >>> model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 3, padding="same")])
+        >>> step = SupervisedStep(model, [{"type": "l1"}], keras.optimizers.Adam(1e-3))
+        >>> trainer = Trainer(step, data, tempfile.mkdtemp(), batch_size=2, log_every=1, verbose=0)
+        >>> result = trainer.fit(2)
+        >>> result["step"], sorted(result["losses"]), result["checkpoint"].endswith("ckpt-2")
+        (2, ['loss'], True)
+        >>> sorted(path.name for path in result["run_dir"].iterdir())
+        ['checkpoints', 'logs', 'metrics.csv', 'model.keras', 'model.weights.h5']
+        >>> resumed = Trainer(step, data, result["run_dir"], batch_size=2, log_every=1, verbose=0)
+        >>> resumed.fit(4, resume=True)["step"]
+        4
+        >>> [line.split(",")[0] for line in (result["run_dir"] / "metrics.csv").read_text().splitlines()]
+        ['step', '1', '2', '3', '4']
     """
 
-    def __init__(self, step, data, run_dir, strategy=None, config=None, batch_size=None, checkpoint_every=None,
-                 log_every=None, sample_every=None, keep=None, verbose=1, sample_count=3):
+    def __init__(self, step: Step, data: tf.data.Dataset | Callable[[int], tf.data.Dataset],
+                 run_dir: str | os.PathLike, strategy: tf.distribute.Strategy | None = None,
+                 config: Recipe | dict | None = None, batch_size: int | None = None,
+                 checkpoint_every: int | None = None, log_every: int | None = None, sample_every: int | None = None,
+                 keep: int | None = None, verbose: int = 1, sample_count: int = 3):
         self.step = step
         self.data_fn = data if callable(data) else (lambda epoch: data)
         self.run_dir = pathlib.Path(run_dir)
@@ -169,7 +263,7 @@ class Trainer:
 
     # --- set-up -------------------------------------------------------------------------------------
     @property
-    def checkpoint_dir(self):
+    def checkpoint_dir(self) -> pathlib.Path:
         return self.run_dir / CHECKPOINT_DIR
 
     def _epoch_dataset(self, epoch, offset=0):
@@ -183,7 +277,7 @@ class Trainer:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
-    def setup(self, resume=False):
+    def setup(self, resume: bool = False) -> int:
         """Build the step, restore the latest checkpoint when ``resume``; returns the step to continue from.
 
         A fresh run (``resume=False``) into a directory that already has checkpoints raises `RunDirError`.
@@ -191,11 +285,7 @@ class Trainer:
         """
         if self._ready:
             return int(self.counters["step"].numpy())
-        if not resume and has_checkpoints(self.run_dir):
-            latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
-            raise RunDirError(f"run directory {self.run_dir} already has checkpoints"
-                              f"{f' (latest {os.path.basename(latest)})' if latest else ''}; pass --resume "
-                              "(resume=True) to continue that run, or choose another output directory")
+        refuse_existing_run(self.run_dir, resume)
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -223,7 +313,7 @@ class Trainer:
         step = int(self.counters["step"].numpy())
         self._saved_step = step if latest else None
 
-        self.metrics = MetricsLog(self.run_dir / "metrics.csv")
+        self.metrics = _MetricsLog(self.run_dir / "metrics.csv")
         if self.chief:
             self.metrics.truncate(step)
             if self.config is not None:
@@ -235,7 +325,7 @@ class Trainer:
         return step
 
     # --- the loop -----------------------------------------------------------------------------------
-    def fit(self, total_steps, resume=False):
+    def fit(self, total_steps: int, resume: bool = False) -> dict[str, Any]:
         """Train until the global step reaches ``total_steps``; returns a dict describing the run's outputs."""
         step = self.setup(resume)
         values = {}
@@ -290,16 +380,18 @@ class Trainer:
                              **{name: f"{value:.8g}" for name, value in values.items()}})
         with self.writer.as_default():
             for name, value in values.items():
-                summary_scalar(f"loss/{name}", value, step)
-            summary_scalar("learning_rate", lr, step)
+                _summary_scalar(f"loss/{name}", value, step)
+            _summary_scalar("learning_rate", lr, step)
 
     def _write_samples(self, step):
-        restored = self.step.predict(self.samples["hazy"])
+        restored = self.step.predict(self.samples)
+        if restored.shape[1:3] != self.samples["hazy"].shape[1:3]:  # e.g. a x2 super-resolution teacher
+            restored = tf.image.resize(restored, tf.shape(self.samples["hazy"])[1:3], antialias=True)
         strip = tf.concat([self.samples["hazy"], restored, self.samples["clear"]], axis=2)
         strip = tf.image.convert_image_dtype(tf.clip_by_value(tf.cast(strip, tf.float32), 0.0, 1.0), tf.uint8,
                                              saturate=True)
         with self.writer.as_default():
-            summary_images("samples/hazy_restored_clear", strip, step)
+            _summary_images("samples/hazy_restored_clear", strip, step)
         folder = self.run_dir / "samples"
         folder.mkdir(exist_ok=True)
         png = tf.io.encode_png(tf.concat(tf.unstack(strip), axis=0))

@@ -8,6 +8,8 @@
 
 The global batch (the recipe's ``batch_size``) is split across all replicas of all workers.
 """
+from __future__ import annotations
+
 import tensorflow as tf
 
 KINDS = ("auto", "none", "mirrored", "multi-worker")
@@ -18,8 +20,20 @@ KINDS = ("auto", "none", "mirrored", "multi-worker")
 _CREATED = {}
 
 
-def make_strategy(kind="auto"):
-    """A ``tf.distribute.Strategy`` for ``kind`` in ``KINDS`` (the same object on later calls)."""
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """A ``tf.distribute.Strategy`` for ``kind`` in ``KINDS`` (the same object on later calls).
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import make_strategy
+        >>> strategy = make_strategy("none")
+        >>> strategy is tf.distribute.get_strategy(), strategy.num_replicas_in_sync
+        (True, 1)
+        >>> make_strategy("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown distribution 'tpu'; choose one of auto, none, mirrored, multi-worker
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown distribution {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "auto":
@@ -32,10 +46,26 @@ def make_strategy(kind="auto"):
     return _CREATED[kind]
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True where this process should write the run directory (always, except on non-chief workers).
 
     Follows the TensorFlow multi-worker guide: the chief is task ``chief``, or ``worker`` 0 when there is no chief.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> import tensorflow as tf
+        >>> from tfdehaze.train import is_chief
+        >>> is_chief(tf.distribute.get_strategy())  # a single process
+        True
+
+        What the workers of a two-worker ``MultiWorkerMirroredStrategy`` see (their ``TF_CONFIG``):
+
+        >>> cluster = tf.train.ClusterSpec({"worker": ["host0:2222", "host1:2222"]})
+        >>> def worker(task_id):
+        ...     resolver = SimpleNamespace(task_type="worker", task_id=task_id, cluster_spec=lambda: cluster)
+        ...     return SimpleNamespace(cluster_resolver=resolver)
+        >>> is_chief(worker(0)), is_chief(worker(1))
+        (True, False)
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
