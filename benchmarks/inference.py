@@ -7,6 +7,12 @@ Iterates over `tfdehaze.models.registry.names()` at run time, so models added la
 ``data_prep/convert_minet.py``), else built with random weights (same latency). Each model runs compiled
 (`tf.function`); the first call (tracing) is excluded, the table gives the median and min of ``--repeats`` calls.
 The machine is shared: expect noise.
+
+    python benchmarks/inference.py --memory [--size 2048] [--tile 512] [--only dcp rfd]
+
+prints, per model, the peak resident memory of dehazing one ``--size`` image whole and tiled
+(`tfdehaze.inference.make_dehazer(tile=...)`, overlap 128); each figure is measured in a fresh subprocess
+(``ru_maxrss``), next to the memory after loading the model (TensorFlow itself, before any image).
 """
 import argparse
 import os
@@ -51,12 +57,66 @@ def candidates():
         yield name, tf.function(lambda x, m=model: m(x, training=False)), model, note
 
 
+def _memory_child(name, size, tile):
+    """In a fresh process: load, dehaze one image, print 'base_mb peak_mb seconds'."""
+    import resource
+
+    import numpy as np
+
+    from tfdehaze.inference import make_dehazer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dehazer = make_dehazer("dcp", tile=tile or None) if name == "dcp" else make_dehazer(
+            model=name, tile=tile or None)
+    x = tf.random.uniform([1, size, size, 3], seed=0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    np.asarray(dehazer(x)["dehazed"])
+    seconds = time.perf_counter() - start
+    print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, seconds)
+
+
+def memory_table(names, size, tile):
+    import subprocess
+    import sys
+
+    print(f"peak resident memory, one {size}x{size} image, whole vs tiled (tile {tile}, overlap 128), "
+          f"{os.cpu_count()} CPU cores (shared machine)")
+    print(f"{'model':<16} {'after load MB':>13} {'whole MB':>9} {'whole s':>8} {'tiled MB':>9} {'tiled s':>8}")
+    for name in names:
+        cells = []
+        for t in (0, tile):
+            proc = subprocess.run([sys.executable, __file__, "--_child", name, str(size), str(t)],
+                                  capture_output=True, text=True)
+            try:
+                base, peak, seconds = map(float, proc.stdout.split()[-3:])
+                cells.append((base, peak, seconds))
+            except ValueError:
+                cells.append(None)
+        text = [f"{c[1]:>9.0f} {c[2]:>8.1f}" if c else f"{'failed':>9} {'':>8}" for c in cells]
+        base = next((c[0] for c in cells if c), float("nan"))
+        print(f"{name:<16} {base:>13.0f} {text[0]} {text[1]}", flush=True)
+
+
 def main():
+    import sys
+
+    if len(sys.argv) == 5 and sys.argv[1] == "--_child":
+        warnings.simplefilter("ignore")
+        _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--memory", action="store_true", help="peak memory whole vs tiled (default size 2048)")
+    p.add_argument("--tile", type=int, default=512)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", nargs="+", help="names to time (default: all)")
     args = p.parse_args()
+    if args.memory:
+        size = args.size if args.size != 512 else 2048
+        memory_table(args.only or ["dcp", "rfd", "minet-official"], size, args.tile)
+        return
     x = tf.random.uniform([1, args.size, args.size, 3], seed=0)
     print(f"latency at {args.size}x{args.size}, batch 1, {os.cpu_count()} CPU cores (shared machine), "
           f"median/min of {args.repeats} compiled calls")

@@ -200,3 +200,11 @@ def test_graph_mode_equals_eager(hazy):
         eager = tf.nest.map_structure(np.asarray, model(*args, training=False))
         graph = tf.nest.map_structure(np.asarray, tf.function(lambda *a, m=model: m(*a, training=False))(*args))
         tf.nest.map_structure(lambda e, g: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5), eager, graph)
+
+
+def test_discriminator_refuses_images_too_small_for_its_logits(rng):
+    disc = PatchDiscriminator(base_filters=8, n_layers=3)
+    assert disc.min_size == 17
+    assert disc(rng.uniform(size=(1, 17, 17, 6)).astype(np.float32)).shape == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match="16"):
+        disc(rng.uniform(size=(1, 16, 16, 6)).astype(np.float32))

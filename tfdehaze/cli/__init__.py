@@ -6,6 +6,7 @@ with exit code 2, never a traceback: parse with `Parser`, run with `run_cli`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -73,3 +74,24 @@ def run_cli(prog: str, job: Callable[[], object], fatal: tuple[type[BaseExceptio
     except KeyboardInterrupt:
         _fail(prog, "interrupted", code=130)
     return 0
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (``--model-arg``) -> (key, value); VALUE parsed as JSON (numbers, true/false, lists), else kept
+    as a string.
+
+    Examples:
+        >>> key_value("depth=7"), key_value("airlight_method=dark_channel"), key_value("dilations=[1, 2, 4]")
+        (('depth', 7), ('airlight_method', 'dark_channel'), ('dilations', [1, 2, 4]))
+        >>> key_value("depth")
+        Traceback (most recent call last):
+        ...
+        ValueError: --model-arg takes KEY=VALUE, got 'depth'
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--model-arg takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

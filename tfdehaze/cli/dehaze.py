@@ -25,6 +25,11 @@ def parser() -> argparse.ArgumentParser:
                      help="a registered model name (e.g. minet-official) or a .keras file written by tfdehaze-train")
     p.add_argument("--save-transmission", action="store_true",
                    help="also write <name>_transmission.png (models that estimate one, and dcp)")
+    p.add_argument("--tile", type=int, default=1024, metavar="T",
+                   help="dehaze images taller or wider than T pixels in overlapping T x T tiles, blended (memory "
+                        "bounded by T; default 1024; 0: never tile)")
+    p.add_argument("--overlap", type=int, default=128, metavar="O",
+                   help="overlap of neighbouring tiles in pixels (default 128)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from tfdehaze.inference import dehaze_files
 
         written = dehaze_files(args.inputs, args.out, method=args.method, model=args.model,
-                               save_transmission=args.save_transmission, progress=not args.quiet)
+                               save_transmission=args.save_transmission, progress=not args.quiet,
+                               tile=args.tile or None, overlap=args.overlap)
         print(f"wrote {len(written)} file(s) to {args.out}")
 
     return run_cli(PROG, job)

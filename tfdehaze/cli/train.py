@@ -3,11 +3,10 @@
 Recipe resolution: the named recipe (or, with ``--resume``, the run's own ``config.json``), then ``--config FILE``
 (a JSON object of recipe fields), then the flags. Without ``--data``/``--manifest`` the bundled sample set is used.
 """
-import json
 import pathlib
 import sys
 
-from tfdehaze.cli import Parser, run_cli
+from tfdehaze.cli import Parser, key_value, run_cli
 
 PROG = "tfdehaze-train"
 
@@ -50,22 +49,11 @@ def _recipe(args):
     data = ({"hazy": args.data[0], "clear": args.data[1]} if args.data
             else {"manifest": args.manifest} if args.manifest else None)
     return resolve(args.model, run_dir=args.out, resume=args.resume, config_file=args.config,
-                   model_args=dict(map(_model_arg, args.model_arg)), data=data, teacher=args.teacher,
+                   model_args=dict(map(key_value, args.model_arg)), data=data, teacher=args.teacher,
                    loss_options={"perceptual": {"weights_path": str(pathlib.Path(args.vgg19_weights).resolve())}}
                    if args.vgg19_weights else None,
                    batch_size=args.batch_size, image_size=args.image_size, seed=args.seed, steps=args.steps,
                    epochs=args.epochs)
-
-
-def _model_arg(text):
-    """``KEY=VALUE`` -> (key, value); VALUE parsed as JSON (numbers, true/false, lists), else kept as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--model-arg takes KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def main(argv=None):

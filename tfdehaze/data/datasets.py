@@ -11,6 +11,8 @@ layout                    hazy                          clear                 tr
 ``"sots-outdoor"``,       ``NNNN_A_beta.jpg``           ``NNNN.png``          same stem as hazy
 ``"ots"``
 ``"ihaze"``, ``"ohaze"``  ``NN_indoor_hazy.jpg``        ``NN_indoor_GT.jpg``  same stem as hazy
+``"dense-haze"``,         ``NN_hazy.png``               ``NN_GT.png``         same stem as hazy
+``"nh-haze"``
 ``"rice"``, ``"same"``    any                           same stem             same stem
 ``"auto"``                tries, per file: same stem, ``*_hazy`` -> ``*_GT``, ``ID_*`` -> ``ID``
                           (transmission: same stem, then ITS ``NNNN_k``, then the clear stem)
@@ -55,11 +57,44 @@ _LAYOUTS = {
     "ots": _RESIDE,
     "ihaze": (r"(?P<id>.+)_hazy", "{id}_GT", "{stem}"),
     "ohaze": (r"(?P<id>.+)_hazy", "{id}_GT", "{stem}"),
+    "dense-haze": (r"(?P<id>\d+)_hazy", "{id}_GT", "{stem}"),
+    "nh-haze": (r"(?P<id>\d+)_hazy", "{id}_GT", "{stem}"),
     "rice": (r"(?P<id>.+)", "{id}", "{stem}"),
     "same": (r"(?P<id>.+)", "{id}", "{stem}"),
 }
 _AUTO = ((r"(?P<id>.+)", "{id}"), (r"(?P<id>.+)_hazy", "{id}_GT"), (r"(?P<id>[^_]+)_.+", "{id}"))
 LAYOUTS = ("auto",) + tuple(_LAYOUTS)
+# layout -> "hazy name <-> clear name", for error messages that say what was expected
+LAYOUT_NAMES = {
+    "its": "NNNN_k_beta.png <-> NNNN.png",
+    "sots-indoor": "NNNN_k.png <-> NNNN.png",
+    "sots-outdoor": "NNNN_A_beta.jpg <-> NNNN.png (a larger clear image is centre-cropped)",
+    "ots": "NNNN_A_beta.jpg <-> NNNN.jpg",
+    "ihaze": "NN_indoor_hazy.jpg <-> NN_indoor_GT.jpg",
+    "ohaze": "NN_outdoor_hazy.jpg <-> NN_outdoor_GT.jpg",
+    "dense-haze": "NN_hazy.png <-> NN_GT.png",
+    "nh-haze": "NN_hazy.png <-> NN_GT.png",
+    "rice": "same name in both folders",
+    "same": "same name in both folders",
+}
+
+
+def expected_layouts(layout: str = "auto") -> str:
+    """One line naming the folder layout(s) `pair_folders` expects for ``layout`` (all of them for ``"auto"``).
+
+    Examples:
+        >>> print(expected_layouts("nh-haze"))
+        expected layout 'nh-haze': hazy/NN_hazy.png <-> clear/NN_GT.png
+        >>> expected_layouts().count(";") + 1 == len(LAYOUT_NAMES)
+        True
+    """
+    chosen = LAYOUT_NAMES if layout == "auto" else {layout: LAYOUT_NAMES[layout]}
+    parts = []
+    for name, rule in chosen.items():
+        hazy, _, clear = rule.partition(" <-> ")
+        parts.append(f"{name!r}: hazy/{hazy} <-> clear/{clear}" if clear else f"{name!r}: {rule}")
+    head = "expected layout" if layout != "auto" else "expected one of the layouts"
+    return f"{head} " + "; ".join(parts)
 
 
 def _index(folder):
@@ -123,6 +158,7 @@ def pair_folders(hazy_dir: str | os.PathLike, clear_dir: str | os.PathLike, tran
         ...
         ValueError: 1 hazy file(s) without a partner (layout 'its'):
           .../3_1_0.9.png: no clear image (3.*) in .../clear
+        expected layout 'its': hazy/NNNN_k_beta.png <-> clear/NNNN.png
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -156,7 +192,7 @@ def pair_folders(hazy_dir: str | os.PathLike, clear_dir: str | os.PathLike, tran
         rows.append(row)
     if unpaired and (strict or not rows):
         raise ValueError(f"{len(unpaired)} hazy file(s) without a partner (layout {layout!r}):\n  "
-                         + "\n  ".join(unpaired))
+                         + "\n  ".join(unpaired) + f"\n{expected_layouts(layout)}")
     if unpaired:
         warnings.warn(f"skipped {len(unpaired)} hazy file(s) without a partner:\n  " + "\n  ".join(unpaired),
                       stacklevel=2)

@@ -175,6 +175,10 @@ class GuidedPix2Pix(keras.Model):
         custom_gradient: the guided filter's backward by Algorithm 2 (default) or TensorFlow autodiff of the same
             forward (for comparison, see benchmarks/train_step.py).
 
+    ``model(hazy, airlight=A)`` uses a given A (broadcast to (N, 1, 1, 3)) instead of estimating it from ``hazy``:
+    tiled inference (`tfdehaze.inference.dehaze_tiled`) estimates A once on the whole image (`estimate_airlight`)
+    and passes it to every tile.
+
     Shapes: ``model(hazy)``, hazy (N, H, W, 3) in [0, 1], any H, W (the backbone pads and crops) -> a dict:
     ``dehazed`` J (N, H, W, 3), ``transmission`` t (N, H, W, C), ``coarse_dehazed`` J0 (N, H, W, 3),
     ``coarse_transmission`` t0 (N, H, W, C), ``airlight`` A (N, 1, 1, 3). Sub-layers: g0, guided_filter.
@@ -195,6 +199,9 @@ class GuidedPix2Pix(keras.Model):
         True
         >>> bool(np.allclose(physics.dehaze(hazy, t, out["airlight"], model.t_min), out["dehazed"]))  # eq. (42)
         True
+        >>> given = model(hazy, airlight=tf.fill([2, 1, 1, 3], 0.7))          # an airlight from elsewhere
+        >>> float(tf.reduce_max(tf.abs(given["airlight"] - 0.7))), given["dehazed"].shape
+        (0.0, TensorShape([2, 16, 16, 3]))
     """
 
     def __init__(self, out_channels: int = 1, depth: int = 9, base_filters: int = 64, max_filters: int = 512,
@@ -217,13 +224,46 @@ class GuidedPix2Pix(keras.Model):
         self.guided_filter = GuidedFilter(radius=radius, eps=eps, custom_gradient=custom_gradient,
                                           name="guided_filter")
 
+    #: What the output depends on beyond a local window (`tfdehaze.inference.dehaze_tiled`): the airlight is global
+    #: (estimate it once with `estimate_airlight` and pass it as ``airlight=``); the U-Net's instance norm uses
+    #: per-image statistics (tiles see per-tile statistics).
+    global_statistics = ("airlight", "instance_norm")
+
+    @property
+    def tile_multiple(self) -> int:
+        """The U-Net's total stride, 2**depth: tiles are placed on this grid.
+
+        Examples:
+            >>> from tfdehaze.models.guided_pix2pix import GuidedPix2Pix
+            >>> GuidedPix2Pix(depth=4, base_filters=8).tile_multiple
+            16
+        """
+        return 2 ** self.g0.depth
+
+    def estimate_airlight(self, hazy: tf.Tensor) -> tf.Tensor:
+        """A of eqs. (5)-(7) for each image of ``hazy`` (N, H, W, 3) -> (N, 1, 1, 3), as `call` estimates it.
+
+        Examples:
+            >>> import numpy as np
+            >>> from tfdehaze.models.guided_pix2pix import GuidedPix2Pix
+            >>> hazy = np.full((1, 8, 8, 3), 0.2, np.float32)
+            >>> hazy[0, 3, 3] = [0.9, 0.8, 0.7]
+            >>> GuidedPix2Pix(depth=3, base_filters=4).estimate_airlight(hazy)[0, 0, 0].numpy()
+            array([0.9, 0.8, 0.7], dtype=float32)
+        """
+        return physics.atmospheric_light(check_image(hazy, "hazy", channels=3), self.airlight_method)
+
     def build(self, input_shape):
         self.g0.build(input_shape)
 
-    def call(self, hazy: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
+    def call(self, hazy: tf.Tensor, training: bool | None = None,
+             airlight: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         hazy = check_image(hazy, "hazy", channels=3)
         t0 = self.g0(hazy, training=training)
-        airlight = physics.atmospheric_light(hazy, self.airlight_method)
+        if airlight is None:
+            airlight = physics.atmospheric_light(hazy, self.airlight_method)
+        else:  # given (e.g. estimated once on the whole image for tiled inference): (N, 1, 1, 3), a constant
+            airlight = tf.stop_gradient(tf.broadcast_to(tf.cast(airlight, hazy.dtype), [tf.shape(hazy)[0], 1, 1, 3]))
         t = tf.clip_by_value(self.guided_filter(hazy, t0), self.t_min, 1.0)
         return {
             "dehazed": physics.dehaze(hazy, t, airlight, self.t_min),
@@ -310,6 +350,11 @@ class PatchDiscriminator(keras.Model):
             size = (size - 1) * stride + 4
         return size
 
+    @property
+    def min_size(self) -> int:
+        """Smallest input side that yields logits: ceil(side / 2**n_layers) must be at least 3 (two 4x4 convs)."""
+        return 2 ** (self.n_layers + 1) + 1
+
     @staticmethod
     def _channels(input_shape):
         if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
@@ -323,8 +368,9 @@ class PatchDiscriminator(keras.Model):
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 2:
                 raise ValueError(f"PatchDiscriminator takes (hazy, image), got {len(inputs)} tensors")
-            inputs = tf.concat([check_image(inputs[0], "hazy", 3), check_image(inputs[1], "image", 3)], -1)
-        x = check_image(inputs, "inputs")
+            inputs = tf.concat([check_image(inputs[0], "hazy", 3, min_size=self.min_size),
+                                check_image(inputs[1], "image", 3, min_size=self.min_size)], -1)
+        x = check_image(inputs, "inputs", min_size=self.min_size)
         return self.net(x * 2.0 - 1.0, training=training)
 
     def get_config(self):

@@ -94,6 +94,8 @@ class _Autoencoder(keras.Model):
     """Shared down/up path of the teacher and the student; subclasses add ``stage1`` ... ``stage{n}``."""
 
     _stage_kind = "stage"  # what a backbone stage is called in messages
+    global_statistics: tuple[str, ...] = ()  # `tfdehaze.inference.dehaze_tiled`: none (teacher)
+    tile_multiple = STRIDE
 
     def __init__(self, filters, stages, feature_taps, **kwargs):
         super().__init__(**kwargs)
@@ -221,6 +223,7 @@ class KDDNStudent(_Autoencoder):
     """
 
     _stage_kind = "RIR group"
+    global_statistics = ("channel_attention",)  # SWRCAB pools over the image: tiles approximate it
 
     def __init__(self, filters: int = 64, groups: int = 6, blocks: int = 3, reduction: int = 1,
                  feature_taps: Sequence[int] = (2, 4, 6), **kwargs):

@@ -93,6 +93,10 @@ class MINet(keras.Model):
         (5, 1)
     """
 
+    #: Instance norm uses per-image statistics: tiled inference (`tfdehaze.inference.dehaze_tiled`) approximates it.
+    global_statistics = ("instance_norm",)
+    tile_multiple = _STRIDE
+
     def __init__(self, filters: int = 64, steps: int = 12, dilations: Sequence[int] = (1, 2, 5), eta: float = 1.0,
                  block: str = "im", attention: str | None = "rca", fusion: str | None = "mlf", reduction: int = 16,
                  recompute: bool = False, **kwargs):
@@ -206,6 +210,10 @@ class MINetOfficial(keras.Model):
         >>> model.count_params(), model.level3.f.dilation
         (628078, 4)
     """
+
+    #: Instance norm uses per-image statistics: tiled inference (`tfdehaze.inference.dehaze_tiled`) approximates it.
+    global_statistics = ("instance_norm",)
+    tile_multiple = _STRIDE
 
     def __init__(self, steps: int = 8, eta: float = 1.0, recompute: bool = False, **kwargs):
         paper_only = sorted(key for key in kwargs if key in _PAPER_ONLY)

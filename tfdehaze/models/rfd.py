@@ -325,6 +325,10 @@ class RFDStudent(keras.Model):
         (1, 9, 7, 3)
     """
 
+    #: Channel and pixel attention pool over the whole image: tiled inference approximates them per tile.
+    global_statistics = ("channel_attention",)
+    tile_multiple = 1
+
     def __init__(self, filters=16, kernel_size=3, groups=3, blocks=6, reduction=8, feature_taps=None, **kwargs):
         super().__init__(**kwargs)
         for key, value in (("filters", filters), ("kernel_size", kernel_size), ("groups", groups),
