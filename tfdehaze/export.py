@@ -20,7 +20,6 @@ and holds two signatures:
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -39,15 +38,6 @@ FLOAT_INPUT = "images"
 
 
 # ------------------------------------------------------------------------------------------------- sources
-def _build_and_load_weights(model: keras.Model, weights: pathlib.Path, checkpoint: str | None = None) -> keras.Model:
-    model(tf.zeros([1, 32, 32, 3]), training=False)
-    if checkpoint is not None:
-        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
-    else:
-        model.load_weights(str(weights))
-    return model
-
-
 def load_source(source: str | os.PathLike, model: str | None = None,
                 model_kwargs: dict[str, Any] | None = None) -> keras.Model:
     """The trained Keras model ``source`` names.
@@ -86,21 +76,7 @@ def load_source(source: str | os.PathLike, model: str | None = None,
     path = pathlib.Path(text)
     kwargs = dict(model_kwargs or {})
     if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"{path} is not a run directory: it has no config.json")
-        try:
-            config = json.loads(config_file.read_text())
-            run_model, run_kwargs = config["model"], dict(config.get("model_kwargs") or {})
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{config_file}: not a run configuration ({error})") from None
-        if model is not None and model != run_model:
-            raise ValueError(f"{path} is a run of {run_model!r}, not {model!r}")
-        checkpoint = tf.train.latest_checkpoint(str(path / "checkpoints"))
-        weights = path / "model.weights.h5"
-        if checkpoint is None and not weights.is_file():
-            raise ValueError(f"run {path} has neither checkpoints nor model.weights.h5: train it first")
-        return _build_and_load_weights(registry.build(run_model, **{**run_kwargs, **kwargs}), weights, checkpoint)
+        return registry.load_run(path, model, **kwargs)
     if text.endswith(".keras"):
         if not path.is_file():
             raise ValueError(f"{path}: model file not found")
@@ -110,7 +86,7 @@ def load_source(source: str | os.PathLike, model: str | None = None,
             raise ValueError(f"{path}: weights file not found")
         if model is None:
             raise ValueError(f"{path} holds weights only: say which model they fit with --model NAME")
-        return _build_and_load_weights(registry.build(model, **kwargs), path)
+        return registry.load_weights(registry.build(model, **kwargs), path)
     presets = sorted(registry.presets())
     if text in MODELS.names():
         if text not in presets:

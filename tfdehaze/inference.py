@@ -119,11 +119,7 @@ def load_model(name_or_path: str | os.PathLike) -> Any:
     if path.is_dir() and (path / "config.json").is_file():
         if (path / "model.keras").is_file():
             return registry.load(path / "model.keras")
-        from tfdehaze.train.steps import _load_teacher  # config.json + checkpoint: the same rebuild as a teacher
-
-        model = _load_teacher(path)
-        model.trainable = True
-        return model
+        return registry.load_run(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder but not a training run (no config.json) nor a SavedModel")
     return registry.load(name_or_path)   # a .keras file or a registered name (its error lists the names)

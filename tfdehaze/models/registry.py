@@ -169,6 +169,70 @@ def build(name: str, **overrides: Any) -> keras.Model:
     return MODELS.build(name, **overrides)
 
 
+def load_weights(model: keras.Model, weights: str | os.PathLike | None = None,
+                 checkpoint: str | None = None) -> keras.Model:
+    """Build ``model`` on a small dummy image, then restore a training ``checkpoint`` prefix (the model saved under
+    ``"model"``, as every run's checkpoints are) or, without one, load a ``weights`` file (``.weights.h5``).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> model = build("guided-pix2pix", depth=3, base_filters=4, radius=2)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "g.weights.h5"
+        >>> load_weights(model).save_weights(str(path))
+        >>> twin = load_weights(build("guided-pix2pix", depth=3, base_filters=4, radius=2), path)
+        >>> all((a.numpy() == b.numpy()).all() for a, b in zip(model.weights, twin.weights))
+        True
+    """
+    import tensorflow as tf
+
+    model(tf.zeros([1, 32, 32, 3]), training=False)
+    if checkpoint is not None:
+        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    elif weights is not None:
+        model.load_weights(str(weights))
+    return model
+
+
+def load_run(run_dir: str | os.PathLike, model: str | None = None, **overrides) -> keras.Model:
+    """The trained model of a training run directory: rebuilt from its ``config.json`` (``model`` and
+    ``model_kwargs``, updated by ``overrides``) with the weights of its latest checkpoint, else its
+    ``model.weights.h5``. ``model``, if given, must be the run's model name.
+
+    Examples:
+        >>> import json, tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (run / "config.json").write_text(json.dumps({"model": "guided-pix2pix",
+        ...                                                  "model_kwargs": {"depth": 3, "base_filters": 4}}))
+        >>> load_weights(build("guided-pix2pix", depth=3, base_filters=4)).save_weights(str(run / "model.weights.h5"))
+        >>> load_run(run).g0.depth
+        3
+        >>> load_run(run, model="minet")
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is a run of 'guided-pix2pix', not 'minet'
+    """
+    import json
+
+    import tensorflow as tf
+
+    run_dir = pathlib.Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{run_dir} is not a run directory: it has no config.json")
+    try:
+        config = json.loads(config_file.read_text())
+        run_model, run_kwargs = config["model"], dict(config.get("model_kwargs") or {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{config_file}: not a run configuration ({error})") from None
+    if model is not None and model != run_model:
+        raise ValueError(f"{run_dir} is a run of {run_model!r}, not {model!r}")
+    checkpoint = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    weights = run_dir / "model.weights.h5"
+    if checkpoint is None and not weights.is_file():
+        raise ValueError(f"run {run_dir} has neither checkpoints nor model.weights.h5: train it first")
+    return load_weights(build(run_model, **{**run_kwargs, **overrides}), weights, checkpoint)
+
+
 def load_preset_weights(model: keras.Model, name: str, path: str | os.PathLike | None = None) -> keras.Model:
     """Build ``model`` on a small dummy image and load the released weights of preset ``name`` into it.
 
@@ -200,15 +264,11 @@ def load_preset_weights(model: keras.Model, name: str, path: str | os.PathLike |
         save it with model.save_weights
         >>> MODELS.unregister("one-conv-released")
     """
-    import tensorflow as tf
-
     path = pathlib.Path(path) if path is not None else weights_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"released weights of {name!r} not found at {path}. "
                                 f"{MODELS.get(name).preset['source']}")
-    model(tf.zeros([1, 32, 32, 3]), training=False)
-    model.load_weights(str(path))
-    return model
+    return load_weights(model, path)
 
 
 def load(name_or_path: str | os.PathLike, **overrides: Any) -> keras.Model:

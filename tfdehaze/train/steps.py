@@ -370,26 +370,13 @@ class GANStep(Step):
 
 
 def _load_teacher(run_dir: str | os.PathLike, **overrides: Any) -> keras.Model:
-    """The trained model of a run directory, rebuilt from its ``config.json`` (``model``, ``model_kwargs``, updated
-    by ``overrides``) with the weights of its latest checkpoint (else its ``model.weights.h5``), frozen."""
+    """The trained model of a run directory (`tfdehaze.models.registry.load_run`), frozen."""
     from tfdehaze.models import registry
 
-    run_dir = pathlib.Path(run_dir)
-    config = run_dir / "config.json"
-    if not config.is_file():
+    if not (pathlib.Path(run_dir) / "config.json").is_file():
         raise ValueError(f"teacher run {run_dir} has no config.json: train the teacher first "
                          "(e.g. tfdehaze-train kddn-teacher --out RUN_DIR)")
-    recipe = Recipe.from_json(config.read_text())
-    teacher = registry.build(recipe.model, **{**recipe.model_kwargs, **overrides})
-    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    weights = run_dir / "model.weights.h5"
-    if latest is None and not weights.is_file():
-        raise ValueError(f"teacher run {run_dir} has neither checkpoints nor model.weights.h5: train it first")
-    teacher(tf.zeros([1, 32, 32, 3]), training=False)
-    if latest is not None:
-        tf.train.Checkpoint(model=teacher).restore(latest).expect_partial().assert_existing_objects_matched()
-    else:
-        teacher.load_weights(str(weights))
+    teacher = registry.load_run(run_dir, **overrides)
     teacher.trainable = False
     return teacher
 
