@@ -215,7 +215,8 @@ def _pools(pool, count, who):
 
 
 def _check_grids(index, teacher, student, pooled_t, pooled_s, pool_t, pool_s):
-    """A clear error when the pooled grids differ (statically when shapes are known, else at run time)."""
+    """The pooled maps, checked: a clear error when the grids differ (statically when shapes are known, else at run
+    time, before the maps are used)."""
     def describe():
         return (f"feature pair {index}: teacher map {tuple(teacher.shape)} pooled by {pool_t} gives grid "
                 f"{tuple(pooled_t.shape[1:3])}, student map {tuple(student.shape)} pooled by {pool_s} gives grid "
@@ -228,12 +229,17 @@ def _check_grids(index, teacher, student, pooled_t, pooled_s, pool_t, pool_s):
             raise ValueError(describe())
     if 0 in static_t[1:] or 0 in static_s[1:]:
         raise ValueError(describe() + "; the pooled grid is empty: the maps are smaller than the pooling window")
-    if not (static_t.is_fully_defined() and static_s.is_fully_defined()):
-        tf.debugging.assert_equal(tf.shape(pooled_t)[:3], tf.shape(pooled_s)[:3],
-                                  message=f"feature pair {index}: teacher and student grids differ after pooling "
-                                          f"by {pool_t} and {pool_s}")
-        tf.debugging.assert_positive(tf.reduce_prod(tf.shape(pooled_t)[1:3]),
-                                     message=f"feature pair {index}: the pooled grid is empty")
+    if static_t.is_fully_defined() and static_s.is_fully_defined():
+        return pooled_t, pooled_s
+    # Unknown sizes (graph mode): the checks run before anything reads the pooled maps (control dependencies), so
+    # a mismatch is always this message, never a shape error from whichever later op the runtime executes first.
+    checks = [tf.debugging.assert_equal(tf.shape(pooled_t)[:3], tf.shape(pooled_s)[:3],
+                                        message=f"feature pair {index}: teacher and student grids differ after "
+                                                f"pooling by {pool_t} and {pool_s}"),
+              tf.debugging.assert_positive(tf.reduce_prod(tf.shape(pooled_t)[1:3]),
+                                           message=f"feature pair {index}: the pooled grid is empty")]
+    with tf.control_dependencies(checks):
+        return tf.identity(pooled_t), tf.identity(pooled_s)
 
 
 def _validate(affinity, distance, temperature, max_positions):
@@ -299,7 +305,7 @@ def feature_affinity_loss(teacher_features: tf.Tensor | Sequence[tf.Tensor],
             raise ValueError(f"feature pair {index}: maps must be NHWC, got teacher {tuple(t.shape)} and student "
                              f"{tuple(s.shape)}")
         pooled_t, pooled_s = pool_features(t, pt), pool_features(s, ps)
-        _check_grids(index, t, s, pooled_t, pooled_s, pt, ps)
+        pooled_t, pooled_s = _check_grids(index, t, s, pooled_t, pooled_s, pt, ps)
         value = _pair(pooled_t, pooled_s, affinity, distance, float(temperature), int(max_positions), index)
         total = value if total is None else total + value
     return total
