@@ -1,7 +1,7 @@
 """Time and peak memory of RFD's spatial feature affinity loss (L2): ours (C x C products, never P x P) against the
 naive computation that builds the two P x P affinity matrices.
 
-    python benchmarks/feature_affinity.py [--sizes 460x620 512x512] [--batch 1] [--repeats 3]
+    python benchmarks/feature_affinity.py [--sizes 460x620 512x512] [--batch 1] [--repeats 3] [--quick]
 
 A size is the student's image (H x W); the teacher's x2 SR output is 2H x 2W. With the default pooling (teacher 1/8,
 student 1/4) the grid is H/4 x W/4: P = 115 * 155 = 17,825 positions at the paper's 460 x 620, P = 16,384 at
@@ -19,7 +19,8 @@ step's share). Memory columns:
 - "RSS +": growth of the subprocess's resident-set high-water mark (``ru_maxrss``) over its value just before the
   full-size runs: everything, oneDNN scratch and allocator caching included, page-granular (~MB noise).
 
-The machine is shared: times are noisy; the memory columns are what to read.
+The machine is shared: times are noisy; the memory columns are what to read. ``--quick``: a 32 x 32 student, one
+repeat, fwd+bwd only, both methods (seconds; checks that the script runs).
 """
 import argparse
 import json
@@ -86,8 +87,11 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=["ours", "naive"], choices=["ours", "naive"])
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    p.add_argument("--quick", action="store_true", help="32x32, 1 repeat, fwd+bwd: checks the script runs")
     p.add_argument("--child", nargs=4, metavar=("H", "W", "METHOD", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.sizes, args.repeats, args.modes = ["32x32"], 1, ["fwd+bwd"]
     if args.child:
         h, w, method, mode = args.child
         return child(int(h), int(w), method, mode, args.batch, args.repeats)

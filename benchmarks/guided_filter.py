@@ -1,21 +1,32 @@
-"""GuidedFilter speed and memory against OpenCV's C++ guided filter (cv2.ximgproc.guidedFilter).
+"""GuidedFilter speed and memory against OpenCV's C++ guided filter, the rows of issue 16's table.
 
-Prints, for 512² and 2048² (1-channel float32 guide and x, batch 1) and r = 2, 8, 60, 120:
-- forward time of ``guided_filter`` (inside ``tf.function``; default ``jit_compile=True``), of the same without XLA
-  (``jit_compile=False``) and of OpenCV;
-- backward time = (forward + backward) − forward, for the custom gradient and for ``tf.GradientTape`` autodiff of the
-  very same forward without the custom gradient (``custom_gradient=False``);
-- peak memory: in a fresh subprocess per configuration (r = 60), after imports and inputs, the peak-RSS mark is reset
-  (/proc/self/clear_refs) and the configuration runs twice; the table shows peak RSS (VmHWM) minus the RSS before.
-  It includes XLA compilation and TensorFlow's allocator caching: read it as "extra memory the process needed", not
-  as tensor bytes. Linux only (``ru_maxrss`` would not do: a child inherits its parent's).
+Prints, for a 1-channel float32 guide and x (batch 1, eps = 1e-4, r = 60):
+- forward time of ``guided_filter`` (inside ``tf.function``, default ``jit_compile=True``) and of OpenCV's
+  ``cv2.ximgproc.guidedFilter`` at 512² and 2048², and their ratio (goal: <= 1.0);
+- forward + backward / forward at 2048², with the gradient of x and the guide, and of x alone (the guide a
+  constant image, as when Guided-Pix2Pix filters its transmission with the hazy input as guide) (goal: <= 2.0);
+- forward peak memory at 2048² against OpenCV (goal: <= 2x). One fresh subprocess per measurement: after imports
+  and inputs the peak-RSS mark is reset (/proc/self/clear_refs) and the configuration runs twice; the figure is the
+  peak RSS (VmHWM) minus the RSS before. "fresh" includes TensorFlow's first XLA compilation of the process (LLVM
+  start-up and the compilation itself); "warm" first runs the same configuration at 64², so it counts the tensors,
+  the compilation for this size and allocator caching. Linux only (tracemalloc does not see TensorFlow, and
+  ``ru_maxrss`` would not do: a child inherits its parent's).
 
-Times are the minimum over repeats (wall clock; configurations interleaved round-robin, after a first round that
-also compiles). Run by hand:
-    python benchmarks/guided_filter.py            # about 3-4 minutes on 2 cores
-    python benchmarks/guided_filter.py --quick    # 512² only, no memory table
+When ``cv2.ximgproc`` is missing (opencv-python without the contrib modules), OpenCV's side is He et al.'s algorithm
+written with ``cv2.boxFilter`` (what ximgproc's guided filter does), and the output says so.
+
+Times are medians over interleaved rounds (every configuration once per round, after a first round that also
+compiles), wall clock with TensorFlow's and OpenCV's default threads (``--threads 1``: one each, steadier when other
+processes share the cores); the load average is printed, since other processes on the cores change the figures.
+The full run also prints a table over radii with XLA off and TensorFlow's own autodiff.
+Run by hand:
+    python benchmarks/guided_filter.py            # about 4 minutes on 2 cores
+    python benchmarks/guided_filter.py --threads 1
+    python benchmarks/guided_filter.py --quick    # 64² and 128², r = 8, one round, no warm memory row: a smoke
+                                                  # test of this script (about 30 s)
 """
 import argparse
+import os
 import pathlib
 import subprocess
 import sys
@@ -26,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 EPS = 1e-4
-RADII = (2, 8, 60, 120)
 
 
 def inputs(size):
@@ -37,34 +47,46 @@ def inputs(size):
     return [np.clip(a, 0, 1).astype(np.float32)[None, ..., None] for a in (guide, x)]
 
 
-def variants(radius):
+def variants(radius, extra=False):
+    """tf.functions: forward; forward + backward for x and the guide, for x alone; with extra: no XLA, autodiff."""
     import tensorflow as tf
 
     from tfdehaze.layers.guided_filter import guided_filter
 
-    def autodiff_forward(g, x):
-        return guided_filter(g, x, radius, EPS, custom_gradient=False)
-
-    def fwd_bwd(fn):
+    def fwd_bwd(watch_guide, **kwargs):
         def run(g, x):
             with tf.GradientTape() as tape:
-                tape.watch([g, x])
-                y = fn(g, x)
-            return tape.gradient(y, [g, x], output_gradients=tf.ones_like(y))
+                tape.watch([g, x] if watch_guide else [x])
+                y = guided_filter(g, x, radius, EPS, **kwargs)
+            return tape.gradient(y, [g, x] if watch_guide else [x], output_gradients=tf.ones_like(y))
         return tf.function(run)
 
-    return {
-        "forward": tf.function(lambda g, x: guided_filter(g, x, radius, EPS)),
-        "no_xla": tf.function(lambda g, x: guided_filter(g, x, radius, EPS, jit_compile=False)),
-        "custom": fwd_bwd(lambda g, x: guided_filter(g, x, radius, EPS)),
-        "autodiff": fwd_bwd(autodiff_forward),
-    }
+    out = {"forward": tf.function(lambda g, x: guided_filter(g, x, radius, EPS)),
+           "fwd+bwd": fwd_bwd(True), "fwd+bwd x": fwd_bwd(False)}
+    if extra:
+        out["no XLA"] = tf.function(lambda g, x: guided_filter(g, x, radius, EPS, jit_compile=False))
+        out["autodiff"] = fwd_bwd(True, custom_gradient=False)
+    return out
 
 
 def opencv(radius):
+    """OpenCV's guided filter (ximgproc) or, without the contrib modules, He et al.'s algorithm on cv2.boxFilter."""
     import cv2
 
-    return lambda g, x: cv2.ximgproc.guidedFilter(g[0, ..., 0], x[0, ..., 0], radius, EPS)
+    if hasattr(cv2, "ximgproc"):
+        return "cv2.ximgproc.guidedFilter", lambda g, x: cv2.ximgproc.guidedFilter(g[0, ..., 0], x[0, ..., 0],
+                                                                                  radius, EPS)
+
+    def guided(g, x):
+        g, x = g[0, ..., 0], x[0, ..., 0]
+
+        def mean(m):
+            return cv2.boxFilter(m, -1, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
+        mean_i, mean_x = mean(g), mean(x)
+        a = (mean(g * x) - mean_i * mean_x) / (mean(g * g) - mean_i * mean_i + EPS)
+        return mean(a) * g + mean(mean_x - a * mean_i)
+
+    return "He et al. on cv2.boxFilter (cv2.ximgproc is not installed)", guided
 
 
 def sync(out):
@@ -72,25 +94,32 @@ def sync(out):
     return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def best_times(fns, repeats):
-    """Min wall time (ms) of each function; calls interleaved round-robin so a burst of other load hits all alike."""
+def median_times(fns, rounds):
+    """Median wall time (ms) of each function over interleaved rounds, after a first round that compiles."""
     times = {key: [] for key in fns}
-    for _ in range(repeats + 1):  # the first round compiles
+    for _ in range(rounds + 1):
         for key, (fn, fn_args) in fns.items():
             start = time.perf_counter()
             sync(fn(*fn_args))
             times[key].append(time.perf_counter() - start)
-    return {key: 1e3 * min(t[1:]) for key, t in times.items()}
+    return {key: 1e3 * float(np.median(t[1:])) for key, t in times.items()}
 
 
-def memory_child(size, variant):
+def memory_child(size, variant, radius, warm):
     """Runs in a fresh subprocess: peak RSS growth (MB) while running one configuration twice (Linux)."""
-    import tensorflow as tf
+    if variant == "opencv":
+        fn, args = opencv(radius)[1], inputs
+    else:
+        import tensorflow as tf
 
-    g, x = inputs(size)
-    fn = opencv(60) if variant == "opencv" else variants(60)[variant]
-    if variant != "opencv":
-        g, x = tf.constant(g), tf.constant(x)
+        fn = variants(radius)[variant]
+
+        def args(n):
+            return [tf.constant(a) for a in inputs(n)]
+
+    if warm:
+        sync(fn(*args(64)))
+    g, x = args(size)
     status = pathlib.Path("/proc/self/status")
     pathlib.Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = int(status.read_text().split("VmRSS:")[1].split()[0])
@@ -99,52 +128,79 @@ def memory_child(size, variant):
     print((int(status.read_text().split("VmHWM:")[1].split()[0]) - before) / 1024)
 
 
-def peak_mb(size, variant):
-    out = subprocess.run([sys.executable, __file__, "--memory", str(size), variant], capture_output=True, text=True,
-                         check=True)
+def peak_mb(size, variant, radius, warm):
+    command = [sys.executable, __file__, "--memory", str(size), variant, str(radius)] + (["--warm"] if warm else [])
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main(quick):
+def row(what, measured, goal):
+    print(f"| {what:<62} | {measured:<40} | {goal:<7} |", flush=True)
+
+
+def main(quick, threads):
     import tensorflow as tf
 
-    print(f"TensorFlow {tf.__version__}; 1-channel float32 guide and x, batch 1, eps={EPS}; times in ms (min)")
-    header = (f"{'size':>5} {'r':>4} | {'fwd':>7} {'OpenCV':>7} {'ratio':>5} {'no XLA':>7} | {'bwd custom':>10}"
-              f" {'bwd autodiff':>12} | {'fwd+bwd custom':>14} {'fwd+bwd autodiff':>16}")
-    print(header)
-    print("-" * len(header))
-    for size in (512,) if quick else (512, 2048):
+    if threads:
+        import cv2
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        cv2.setNumThreads(threads)
+    small, large = (64, 128) if quick else (512, 2048)
+    radius, rounds = (8, 1) if quick else (60, 7)
+    name, _ = opencv(radius)
+    print(f"TensorFlow {tf.__version__}; 1-channel float32 guide and x, batch 1, eps={EPS}, r={radius}; OpenCV side:"
+          f" {name}; medians of {rounds} interleaved round(s), ms; load average {os.getloadavg()[0]:.1f}"
+          f" on {os.cpu_count()} CPUs; threads: {threads or 'default'}")
+    times = {}
+    for size in (small, large):
         g, x = inputs(size)
         gt, xt = tf.constant(g), tf.constant(x)
-        fns = {}
-        for r in RADII:
-            fns.update({(r, k): (fn, (gt, xt)) for k, fn in variants(r).items()})
-            fns[r, "opencv"] = (opencv(r), (g, x))
-        fast = {key: value for key, value in fns.items() if key[1] in ("forward", "opencv", "no_xla")}
-        t = best_times(fast, 12 if size <= 512 else 5)
-        t.update(best_times({k: v for k, v in fns.items() if k not in fast}, 6 if size <= 512 else 3))
-        for r in RADII:
-            fwd, ocv, custom, auto = t[r, "forward"], t[r, "opencv"], t[r, "custom"], t[r, "autodiff"]
-            print(f"{size:>5} {r:>4} | {fwd:7.1f} {ocv:7.1f} {fwd / ocv:5.2f} {t[r, 'no_xla']:7.1f} | "
-                  f"{custom - fwd:10.1f}"
-                  f" {auto - fwd:12.1f} | {custom:14.1f} {auto:16.1f}", flush=True)
-        print(f"{size:>5} forward r=120 / r=2: {t[120, 'forward'] / t[2, 'forward']:.2f}")
+        fns = {k: (fn, (gt, xt)) for k, fn in variants(radius).items() if size == large or k == "forward"}
+        fns["opencv"] = (opencv(radius)[1], (g, x))
+        times[size] = median_times(fns, rounds)
+    print(f"| {'row':<62} | {'measured':<40} | {'goal':<7} |\n|{'-' * 64}|{'-' * 42}|{'-' * 9}|")
+    for size in (small, large):
+        t = times[size]
+        row(f"forward {size}², vs OpenCV", f"{t['forward']:.1f} vs {t['opencv']:.1f} ms: "
+            f"{t['forward'] / t['opencv']:.2f}x", "<= 1.0x")
+    t = times[large]
+    row(f"forward + backward / forward {large}², x and guide", f"{t['fwd+bwd']:.1f} / {t['forward']:.1f} ms: "
+        f"{t['fwd+bwd'] / t['forward']:.2f}x", "<= 2.0x")
+    row(f"forward + backward / forward {large}², x alone (guide constant)",
+        f"{t['fwd+bwd x']:.1f} / {t['forward']:.1f} ms: {t['fwd+bwd x'] / t['forward']:.2f}x", "<= 2.0x")
+    for warm in (False,) if quick else (False, True):
+        tf_mb, cv_mb = (peak_mb(large, v, radius, warm) for v in ("forward", "opencv"))
+        row(f"forward peak memory {large}², vs OpenCV ({'warm' if warm else 'fresh process'})",
+            f"{tf_mb:.0f} vs {cv_mb:.0f} MB: {tf_mb / max(cv_mb, 1.0):.2f}x", "<= 2x")
     if quick:
         return
-    print("\nPeak memory, r = 60: growth of the peak RSS of a fresh process while it runs the configuration twice "
-          "(compilation included), MB")
-    for size in (512, 2048):
-        row = {v: peak_mb(size, v) for v in ("forward", "custom", "autodiff", "opencv")}
-        print(f"{size:>5}: forward {row['forward']:6.0f} | fwd+bwd custom {row['custom']:6.0f}"
-              f" | fwd+bwd autodiff {row['autodiff']:6.0f} | OpenCV {row['opencv']:6.0f}", flush=True)
+    print("\nOver radii (ms, medians of 3 rounds; bwd = fwd+bwd − fwd, x and guide; autodiff: TensorFlow's gradient "
+          "of the same forward, custom_gradient=False)")
+    header = f"{'size':>5} {'r':>4} | {'fwd':>7} {'OpenCV':>7} {'ratio':>5} {'no XLA':>7} | {'bwd':>7} {'autodiff':>9}"
+    print(header + "\n" + "-" * len(header))
+    for size in (small, large):
+        g, x = inputs(size)
+        gt, xt = tf.constant(g), tf.constant(x)
+        for r in (2, 8, 60, 120):
+            fns = {k: (fn, (gt, xt)) for k, fn in variants(r, extra=True).items() if k != "fwd+bwd x"}
+            fns["opencv"] = (opencv(r)[1], (g, x))
+            t = median_times(fns, 3)
+            print(f"{size:>5} {r:>4} | {t['forward']:7.1f} {t['opencv']:7.1f} {t['forward'] / t['opencv']:5.2f}"
+                  f" {t['no XLA']:7.1f} | {t['fwd+bwd'] - t['forward']:7.1f} {t['autodiff'] - t['forward']:9.1f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="512² only, no memory table")
-    parser.add_argument("--memory", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="64² and 128², r = 8, one round (a smoke test)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's and OpenCV's threads (default: theirs); 1 is steadier on a busy machine")
+    parser.add_argument("--memory", nargs=3, metavar=("SIZE", "VARIANT", "RADIUS"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory:
-        memory_child(int(args.memory[0]), args.memory[1])
+        memory_child(int(args.memory[0]), args.memory[1], int(args.memory[2]), args.warm)
     else:
-        main(args.quick)
+        main(args.quick, args.threads)

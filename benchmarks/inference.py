@@ -11,8 +11,11 @@ The machine is shared: expect noise.
     python benchmarks/inference.py --memory [--size 2048] [--tile 512] [--only dcp rfd]
 
 prints, per model, the peak resident memory of dehazing one ``--size`` image whole and tiled
-(`tfdehaze.inference.make_dehazer(tile=...)`, overlap 128); each figure is measured in a fresh subprocess
+(`tfdehaze.inference.make_dehazer(tile=...)`, ``--overlap`` 128); each figure is measured in a fresh subprocess
 (``ru_maxrss``), next to the memory after loading the model (TensorFlow itself, before any image).
+
+``--quick`` prints both tables in seconds (checks that the script runs; the figures mean nothing): latency of
+``dcp`` and ``rfd`` at 32 px, one call each, then the memory of ``dcp`` on a 96 px image, tiles of 64, overlap 16.
 """
 import argparse
 import os
@@ -57,7 +60,7 @@ def candidates():
         yield name, tf.function(lambda x, m=model: m(x, training=False)), model, note
 
 
-def _memory_child(name, size, tile):
+def _memory_child(name, size, tile, overlap):
     """In a fresh process: load, dehaze one image, print 'base_mb peak_mb seconds'."""
     import resource
 
@@ -67,8 +70,8 @@ def _memory_child(name, size, tile):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dehazer = make_dehazer("dcp", tile=tile or None) if name == "dcp" else make_dehazer(
-            model=name, tile=tile or None)
+        dehazer = make_dehazer("dcp", tile=tile or None, overlap=overlap) if name == "dcp" else make_dehazer(
+            model=name, tile=tile or None, overlap=overlap)
     x = tf.random.uniform([1, size, size, 3], seed=0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -77,17 +80,17 @@ def _memory_child(name, size, tile):
     print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, seconds)
 
 
-def memory_table(names, size, tile):
+def memory_table(names, size, tile, overlap=128):
     import subprocess
     import sys
 
-    print(f"peak resident memory, one {size}x{size} image, whole vs tiled (tile {tile}, overlap 128), "
+    print(f"peak resident memory, one {size}x{size} image, whole vs tiled (tile {tile}, overlap {overlap}), "
           f"{os.cpu_count()} CPU cores (shared machine)")
     print(f"{'model':<16} {'after load MB':>13} {'whole MB':>9} {'whole s':>8} {'tiled MB':>9} {'tiled s':>8}")
     for name in names:
         cells = []
         for t in (0, tile):
-            proc = subprocess.run([sys.executable, __file__, "--_child", name, str(size), str(t)],
+            proc = subprocess.run([sys.executable, __file__, "--_child", name, str(size), str(t), str(overlap)],
                                   capture_output=True, text=True)
             try:
                 base, peak, seconds = map(float, proc.stdout.split()[-3:])
@@ -102,20 +105,24 @@ def memory_table(names, size, tile):
 def main():
     import sys
 
-    if len(sys.argv) == 5 and sys.argv[1] == "--_child":
+    if len(sys.argv) == 6 and sys.argv[1] == "--_child":
         warnings.simplefilter("ignore")
-        _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        _memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--memory", action="store_true", help="peak memory whole vs tiled (default size 2048)")
     p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=128)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", nargs="+", help="names to time (default: all)")
+    p.add_argument("--quick", action="store_true", help="both tables, tiny sizes, one call: checks the script runs")
     args = p.parse_args()
-    if args.memory:
+    if args.quick:
+        args.size, args.repeats, args.only = 32, 1, args.only or ["dcp", "rfd"]
+    elif args.memory:
         size = args.size if args.size != 512 else 2048
-        memory_table(args.only or ["dcp", "rfd", "minet-official"], size, args.tile)
+        memory_table(args.only or ["dcp", "rfd", "minet-official"], size, args.tile, args.overlap)
         return
     x = tf.random.uniform([1, args.size, args.size, 3], seed=0)
     print(f"latency at {args.size}x{args.size}, batch 1, {os.cpu_count()} CPU cores (shared machine), "
@@ -131,6 +138,9 @@ def main():
             continue
         params = f"{model.count_params():,}" if model is not None else "-"
         print(f"{name:<28} {params:>10} {median * 1e3:>10.0f} {best * 1e3:>8.0f}  {note}", flush=True)
+    if args.quick:
+        print()
+        memory_table(["dcp"], 96, 64, 16)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Peak training memory and step time of MI-Net (paper configuration) against T, with and without recompute.
 
-    python benchmarks/minet_memory.py [--sizes 256 512] [--steps 4 8 12] [--filters 64] [--repeats 3]
+    python benchmarks/minet_memory.py [--sizes 256 512] [--steps 4 8 12] [--filters 64] [--repeats 3] [--quick]
+
+``--quick``: 32 px, T = 1, 8 filters, one timed step (seconds; checks that the script runs).
 
 Each configuration runs in a FRESH subprocess (so high-water marks do not mix): build MINet, Adam, one compiled
 L1 training step on a batch of one random image to warm up, then ``--repeats`` timed steps. "peak RSS" is that
@@ -57,8 +59,11 @@ def main():
     p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 12])
     p.add_argument("--filters", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="32 px, T = 1, 8 filters, 1 repeat: checks the script runs")
     p.add_argument("--child", nargs=3, metavar=("SIZE", "STEPS", "RECOMPUTE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.sizes, args.steps, args.filters, args.repeats = [32], [1], 8, 1
     if args.child:
         size, steps, recompute = args.child
         return child(int(size), int(steps), recompute == "1", args.filters, args.repeats)

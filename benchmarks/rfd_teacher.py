@@ -1,11 +1,12 @@
 """RFD's x2 super-resolution teacher (MC-FSRCNN) on the bundled sample: PSNR against bicubic x2 of the same input.
 
-    python benchmarks/rfd_teacher.py [--size 64] [--steps 4000] [--lr 2e-3] [--plain]
+    python benchmarks/rfd_teacher.py [--size 64] [--steps 4000] [--lr 2e-3] [--plain] [--quick]
 
 Trains the ``rfd-teacher`` recipe (DSC variant; ``--plain`` for the plain one) on the clear images of 6 of the 8
 sample pairs (input: the clear image downscaled by 2 with antialiased bicubic; target: the clear image; MSE), with a
 cosine learning-rate decay to 0 over ``--steps``, then reports PSNR on the 2 held-out clear images of the teacher's
 x2 output and of bicubic x2 upsampling of the same low-resolution input, and the training log every 10 %.
+``--quick``: 32 px, 2 steps (seconds; checks that the script runs).
 """
 import argparse
 import os
@@ -21,7 +22,10 @@ def main():
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--plain", action="store_true", help="rfd-teacher-plain (no depthwise-separable convs)")
+    parser.add_argument("--quick", action="store_true", help="32 px, 2 steps: checks the script runs")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.steps = 32, 2
 
     import keras
     import numpy as np

@@ -3,7 +3,10 @@ weights): the Keras model (graph mode), the reloaded SavedModel (`dehaze` float 
 PNG bytes in / PNGs out) and the REST round trip to `tfdehaze-serve`'s server (Client.predict: PNG encode, HTTP,
 JSON/base64, decode). Median of a few runs after one warm-up.
 
-    python benchmarks/serving.py [--runs 5] [--size 512]
+    python benchmarks/serving.py [--runs 5] [--size 512] [--quick]
+
+``--quick``: a tiny Guided-Pix2Pix (depth 5, 8 filters, radius 2) on a 32 x 32 image, one run (seconds; checks that
+the script runs).
 """
 import argparse
 import os
@@ -37,8 +40,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="tiny model, 32 px, one run: checks the script runs")
     args = parser.parse_args()
-    model = registry.build("guided-pix2pix")
+    tiny = {"depth": 5, "base_filters": 8, "radius": 2} if args.quick else {}
+    if args.quick:
+        args.size, args.runs = 32, 1
+    model = registry.build("guided-pix2pix", **tiny)
     image = np.random.default_rng(0).random((args.size, args.size, 3), dtype=np.float32)
     batch = tf.constant(image[None])
     model(batch, training=False)
@@ -56,8 +63,8 @@ def main():
         client = Client(server.url, "gp2p", timeout=300)
         rows.append(("REST round trip, tfdehaze-serve + Client.predict", median_ms(lambda: client.predict(image),
                                                                                    args.runs)))
-    print(f"Guided-Pix2Pix (paper size, random weights), one {args.size}x{args.size} image, median of {args.runs} "
-          f"runs, {os.cpu_count()} CPU cores\n")
+    print(f"Guided-Pix2Pix ({'tiny' if tiny else 'paper size'}, random weights), one {args.size}x{args.size} image, "
+          f"median of {args.runs} runs, {os.cpu_count()} CPU cores\n")
     print("| path | latency (ms) |\n|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.0f} |")

@@ -1,6 +1,8 @@
 """Seconds per step and peak memory of the Guided-Pix2Pix GAN training step, custom-gradient GuidedFilter vs autodiff.
 
-    python benchmarks/train_step.py [--sizes 256 512] [--repeats 3] [--radius 60]
+    python benchmarks/train_step.py [--sizes 256 512] [--repeats 3] [--radius 60] [--quick]
+
+``--quick``: 32 px, radius 2, one timed step (seconds; checks that the script runs, the figures mean nothing).
 
 The step is `tfdehaze.train.GANStep` (G and D updated, Adam as in the guided-pix2pix recipe) on a batch of one random
 image pair, compiled once (one warm-up step), then ``--repeats`` timed steps (median reported). The model is the
@@ -59,8 +61,11 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--radius", type=int, default=60)
+    parser.add_argument("--quick", action="store_true", help="32 px, radius 2, 1 repeat: checks the script runs")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "CUSTOM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.radius, args.repeats = [32], 2, 1
     if args.child:
         child(int(args.child[0]), args.child[1] == "1", args.repeats, args.radius)
         return

@@ -11,13 +11,14 @@ Every file is decoded once before the CSV is written (`--header-only` for a quic
 to skip); unpaired, corrupt or mismatched files are listed and nothing is written.
 """
 import argparse
+import os
 import pathlib
 import sys
 
 import pandas as pd
 
 from tfdehaze.cli import run_cli
-from tfdehaze.data import datasets
+from tfdehaze.data import datasets, io
 
 
 def parse_args(argv=None):
@@ -36,6 +37,9 @@ def parse_args(argv=None):
     check = parser.add_mutually_exclusive_group()
     check.add_argument("--header-only", action="store_true", help="check headers / PNG CRCs instead of decoding")
     check.add_argument("--no-validate", action="store_true", help="write without checking the files")
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse images above N pixels, read from the header before decoding (default: "
+                             "$TFDEHAZE_MAX_PIXELS, else 178956970)")
     return parser.parse_args(argv)
 
 
@@ -43,6 +47,10 @@ def main(argv=None):
     args = parse_args(argv)
 
     def job():
+        if args.max_pixels is not None:
+            if args.max_pixels < 1:
+                raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+            os.environ[io.MAX_PIXELS_ENV] = str(args.max_pixels)
         df = pd.concat([datasets.pair_folders(h, args.clear, args.trans, layout=args.layout,
                                               strict=not args.skip_unpaired) for h in args.hazy],
                        ignore_index=True)

@@ -11,6 +11,7 @@ and must have the clear image's size; each is divided by its maximum unless --de
 smooth random variation) is used. The same function builds tfdehaze's bundled sample set.
 """
 import argparse
+import os
 import pathlib
 import sys
 
@@ -29,6 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--airlight", type=float, nargs=2, default=sample.AIRLIGHT_RANGE, metavar=("LO", "HI"))
     parser.add_argument("--beta", type=float, nargs=2, default=sample.BETA_RANGE, metavar=("LO", "HI"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse images above N pixels, read from the header before decoding (default: "
+                             "$TFDEHAZE_MAX_PIXELS, else 178956970)")
     return parser.parse_args(argv)
 
 
@@ -64,6 +68,10 @@ def main(argv=None):
     args = parse_args(argv)
 
     def job():
+        if args.max_pixels is not None:
+            if args.max_pixels < 1:
+                raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+            os.environ[io.MAX_PIXELS_ENV] = str(args.max_pixels)
         df = sample.synthesize_set(args.out_dir, items(args), seed=args.seed,
                                    airlight_range=tuple(args.airlight), beta_range=tuple(args.beta))
         print(f"{args.out_dir / 'manifest.csv'}: {len(df)} hazy/clear/transmission triples")

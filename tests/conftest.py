@@ -13,11 +13,30 @@ REFERENCE = pathlib.Path(os.environ.get(
     "TFDEHAZE_REFERENCE", pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"))
 
 
+#: What the tests read from the reference folder (its README says where each comes from).
+REFERENCE_CONTENTS = ("hazy_flower.jpg", "minet_official_its.pth", "sots_indoor_sample/hazy/*.png",
+                      "sots_indoor_sample/clear/*.png")
+HOW_TO_PROVIDE = ("to run these tests, put hazy_flower.jpg (a real hazy photograph), minet_official_its.pth (the "
+                  "MI-Net authors' released RESIDE-ITS weights) and sots_indoor_sample/hazy/NNNN_k.png + "
+                  "sots_indoor_sample/clear/NNNN.png (RESIDE SOTS-indoor pairs) into ../shared/reference/ beside "
+                  "the repository, or set TFDEHAZE_REFERENCE to a folder holding them")
+
+
+def missing_reference(root: pathlib.Path) -> list[str]:
+    """The entries of `REFERENCE_CONTENTS` that ``root`` lacks (all of them when it is not a folder)."""
+    if not root.is_dir():
+        return list(REFERENCE_CONTENTS)
+    return [name for name in REFERENCE_CONTENTS if not any(root.glob(name))]
+
+
 @pytest.fixture(scope="session")
 def reference_dir():
-    """`../shared/reference/` (real photographs, SOTS pairs, MI-Net weights); the test skips where it is absent."""
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE}")
+    """`../shared/reference/` or $TFDEHAZE_REFERENCE (real photographs, SOTS pairs, MI-Net weights); the test skips,
+    saying how to provide them, unless every entry of `REFERENCE_CONTENTS` is there."""
+    missing = missing_reference(REFERENCE)
+    if missing:
+        what = "not found" if not REFERENCE.is_dir() else f"lacks {', '.join(missing)}"
+        pytest.skip(f"reference data {REFERENCE} {what}; {HOW_TO_PROVIDE}")
     return REFERENCE
 
 

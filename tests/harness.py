@@ -295,3 +295,53 @@ def _dict_diff(a, b):
     keys = sorted(set(a) | set(b))
     return "\n".join(f"  {k}: {a.get(k, '<missing>')!r} != {b.get(k, '<missing>')!r}" for k in keys
                      if a.get(k, "<missing>") != b.get(k, "<missing>"))
+
+
+# --- console scripts and failing writes (shared by the command-line and reliability tests) -------------------------
+def script(name: str) -> str:
+    """The installed console script ``name`` (beside this Python, else on PATH); skips the test when absent."""
+    import shutil
+    import sys
+
+    import pytest
+
+    path = pathlib.Path(sys.executable).parent / name
+    found = str(path) if path.is_file() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed: pip install -e . puts the console scripts beside python")
+    return found
+
+
+class HalfWriter:
+    """A file whose first write puts half the bytes on disk, then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        import errno
+        import os
+
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+
+def data_prep_module(name: str):
+    """``data_prep/<name>.py`` (a script, not a package module) loaded as a module."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "data_prep" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

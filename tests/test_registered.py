@@ -54,6 +54,22 @@ TINY_LAYERS = {
     "ResidualInResidualGroup": ({"blocks": 2, "reduction": 2}, (2, 8, 8, 4)),
     "SWRCAB": ({"reduction": 2}, (2, 8, 8, 4)),
     "SharedSeparableConv2D": ({"kernel_size": 3}, (2, 8, 8, 4)),
+    "SyncDropout": ({"rate": 0.5, "seed": 1}, (2, 8, 8, 4)),
+}
+
+# name -> weights of the registered defaults (the paper's configuration), where the number comes from, and whether
+# the model is built by ``model.build`` ("build") or by a call on a 16 x 16 image ("call"; no build method). A wrong
+# width, a missing block or an extra layer changes the count, which shapes and finite values would not show.
+PARAMETERS = {
+    "guided-pix2pix": (66_995_841, "build", "the 512 px U-Net, by hand in tests/models/test_guided_pix2pix.py"),
+    "guided-pix2pix-rice": (66_999_939, "build", "the same + 2 transmission maps of the last layer (4,098)"),
+    "minet": (338_122, "call", "the paper's description, by hand in tests/models/test_minet.py"),
+    "minet-official": (628_078, "call", "the authors' released checkpoint (73 tensors)"),
+    "kddn-teacher": (557_443, "build", "the paper's description, by hand in tests/models/test_kddn.py"),
+    "kddn": (2_404_867, "build", "the paper's description, by hand in tests/models/test_kddn.py"),
+    "rfd-teacher": (26_451, "build", "RFD Table 3, DSC-MC-FSRCNN: 26.45K"),
+    "rfd-teacher-plain": (38_427, "build", "RFD Tables 1 and 3, MC-FSRCNN: 38.42K"),
+    "rfd": (96_007, "build", "RFD Table 5, student: 0.096M"),
 }
 
 # Real failures waiting for a fix in the package: name -> reason (strict xfail: remove the entry once fixed).
@@ -95,6 +111,20 @@ def _missing(table, names, what, where):
 def test_every_registered_model_has_a_tiny_configuration():
     names = MODELS.names()
     assert all(name in TINY for name in names), _missing(TINY, names, "registered model", "TINY")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_registered_defaults_have_the_papers_parameter_count(name):
+    if name not in PARAMETERS:
+        pytest.fail(f"registered model {name!r} has no entry in PARAMETERS of tests/test_registered.py: add its "
+                    "parameter count with the paper's default configuration, and where the number comes from")
+    expected, how, _source = PARAMETERS[name]
+    model = MODELS.get(name).build()
+    if how == "build":
+        model.build((None, None, None, 3))
+    else:
+        model(np.zeros((1, 16, 16, 3), np.float32))
+    assert model.count_params() == expected
 
 
 def test_every_layer_class_has_a_tiny_configuration():

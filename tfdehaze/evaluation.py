@@ -307,6 +307,19 @@ def _load_pair(hazy_path: str, clear_path: str, image_size: int | None) -> tuple
     return hazy, clear
 
 
+def _check_headers(paths) -> None:
+    """Read every file's header before any scoring: one ValueError naming each unreadable, non-image or oversized
+    file (`tfdehaze.data.io.check_image_size`, the pixel limit of ``--max-pixels`` / ``TFDEHAZE_MAX_PIXELS``)."""
+    problems = []
+    for path in dict.fromkeys(paths):
+        try:
+            image_io.check_image_size(path, require_format=True)
+        except image_io.ImageError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError(f"{len(problems)} image(s) cannot be scored (nothing was scored): " + "; ".join(problems))
+
+
 # ------------------------------------------------------------------------------------------------- driver
 def evaluate_methods(methods: Sequence[str | os.PathLike], data: Sequence[tuple[str, pd.DataFrame]],
                      out_dir: str | os.PathLike, image_size: int | None = None, tile: int | None = None,
@@ -315,7 +328,9 @@ def evaluate_methods(methods: Sequence[str | os.PathLike], data: Sequence[tuple[
     """Score every method on every pair of ``data`` into ``out_dir`` (per_image.csv, summary.csv/.md, grid.png).
 
     Resumable: pairs already in ``out_dir/per_image.csv`` for that (dataset, method, image_size) are skipped, and a
-    method is only loaded when it has pairs left. The results are rewritten atomically after every image.
+    method is only loaded when it has pairs left. The results are rewritten atomically after every image. The
+    header of every image left to score is read first: a non-image, a damaged header or an image above the pixel
+    limit (`tfdehaze.data.io.max_pixels`) is named in a ValueError before anything is scored.
 
     Args:
         methods: specs for `load_method` (``dcp``, registered names, .keras files, run / SavedModel directories).
@@ -364,6 +379,7 @@ def evaluate_methods(methods: Sequence[str | os.PathLike], data: Sequence[tuple[
                     skipped += 1
                 else:
                     todo.append((dataset, name, spec, hazy, clear))
+    _check_headers(path for _, _, _, hazy, clear in todo for path in (hazy, clear))
     if progress:
         print(f"{len(todo)} image(s) to score, {skipped} skipped (already in {csv})", flush=True)
     grid_set = set(data[0][1]["hazy"].astype(str).tolist()[:grid_images]) if data and grid_images else set()

@@ -1,21 +1,17 @@
 """data_prep/ scripts: manifests (with splits) from benchmark folders, and haze synthesis from clear images + depth."""
-import importlib.util
 import pathlib
 
 import cv2
 import numpy as np
 import pytest
+from harness import data_prep_module
 
 from tfdehaze.data import datasets, io
 
 DATA_PREP = pathlib.Path(__file__).resolve().parents[2] / "data_prep"
 
 
-def script(name):
-    spec = importlib.util.spec_from_file_location(name, DATA_PREP / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+script = data_prep_module
 
 
 def write(folder, name, shape=(12, 12, 3), value=None, rng=None):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdehaze.layers.implicit import IMBlock, MLEBlock, SharedSeparableConv2D
+from tfdehaze.layers import implicit, normalization
+from tfdehaze.layers.implicit import IMBlock, MLEBlock, SharedSeparableConv2D, conv2d_same
 
 
 def _instance_norm(x, gamma, beta, eps=1e-5):
@@ -129,3 +130,47 @@ def test_bad_arguments():
         IMBlock(lambda g: g)
     with pytest.raises(ValueError, match="residual MLEBlock needs 8"):
         MLEBlock(8, residual=True)(np.zeros((1, 8, 8, 4), np.float32))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", None])
+@pytest.mark.parametrize("batch, height, dilation, bias", [(1, 13, 1, True), (1, 12, 2, False), (2, 9, 1, False),
+                                                         (2, 10, 4, True), (1, 1, 1, False)])
+def test_conv2d_same_equals_the_keras_convolution_and_its_gradients(rng, monkeypatch, isa, batch, height, dilation,
+                                                                    bias):
+    if isa == "avx512" and normalization.cpu_isa() is None:
+        pytest.skip("no oneDNN x86 kernels here: TensorFlow's own CPU kernels have no dilated backward convolution")
+    monkeypatch.setattr(implicit, "cpu_isa", lambda: isa)
+    conv = keras.layers.Conv2D(5, 3, padding="same", dilation_rate=dilation, use_bias=bias,
+                               bias_initializer="random_normal")
+    x = tf.constant(rng.normal(size=(batch, height, 11, 4)).astype(np.float32))
+    results = []
+    for run in (conv2d_same, lambda layer, t: layer(t)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = run(conv, x)
+            loss = tf.reduce_sum(tf.sin(y))
+        results.append([y] + tape.gradient(loss, [x] + conv.trainable_weights))
+    assert results[0][0].shape == (batch, height, 11, 5)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, rtol=1e-5)   # kernel gradients reach ~40
+
+
+def _conv_graph(conv, shape):
+    graph = tf.function(lambda t: conv2d_same(conv, t)).get_concrete_function(tf.TensorSpec(shape)).graph
+    return [op for op in graph.get_operations() if op.type in ("Conv2D", "SpaceToBatchND")]
+
+
+def test_conv2d_same_asks_onednn_for_its_faster_kernel(monkeypatch):
+    """With AVX-512: a dilated convolution is one dilated Conv2D (no SpaceToBatchND detour). Without: one image is
+    convolved as a batch of two half images (oneDNN's direct kernel instead of im2col + GEMM)."""
+    dilated = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2)
+    plain = keras.layers.Conv2D(4, 3, padding="same")
+    monkeypatch.setattr(implicit, "cpu_isa", lambda: "avx512")
+    ops = _conv_graph(dilated, (1, 16, 16, 4))
+    assert [op.type for op in ops] == ["Conv2D"] and ops[0].get_attr("dilations") == [1, 2, 2, 1]
+    monkeypatch.setattr(implicit, "cpu_isa", lambda: "avx2")
+    assert "SpaceToBatchND" in [op.type for op in _conv_graph(dilated, (1, 16, 16, 4))]
+    (op,) = _conv_graph(plain, (1, 16, 16, 4))
+    assert op.inputs[0].shape[0] == 2
+    (op,) = _conv_graph(plain, (3, 16, 16, 4))
+    assert op.inputs[0].shape[0] == 3                                         # batches of 2+ are left alone

@@ -83,6 +83,19 @@ def test_default_is_the_authors_512_network():
     assert (model.guided_filter.radius, model.guided_filter.eps) == (60, 1e-4)
 
 
+def test_three_channel_transmission_adds_only_two_output_maps(hazy):
+    """The RICE variant (a transmission per colour) differs from the paper's network only in the last transposed
+    convolution: 2 more output channels of 4 x 4 x (2 x base_filters) weights and a bias each; the guided filter
+    and the scattering model add no weights, and the refined transmission keeps its 3 channels."""
+    one, three = GuidedPix2Pix(**SMALL), GuidedPix2Pix(out_channels=3, **SMALL)
+    for model in (one, three):
+        model.build((None, None, None, 3))
+    assert three.count_params() - one.count_params() == 2 * (4 * 4 * 2 * SMALL["base_filters"] + 1)
+    assert one.count_params() == one.g0.count_params()
+    t = three(hazy, training=False)["transmission"].numpy()
+    assert t.shape == (2, 64, 64, 3) and np.abs(t[..., 0] - t[..., 1]).max() > 1e-4
+
+
 def test_gradients_reach_g0_through_the_guided_filter(hazy, rng):
     clear = rng.uniform(size=hazy.shape).astype(np.float32)
     model = GuidedPix2Pix(**SMALL)

@@ -105,6 +105,54 @@ def test_architecture_and_variable_counts():
     assert len(student.trainable_weights) == 2 * 2 + 6 * (3 * 10 + 2) + 2 * 2 + 2
 
 
+def _conv(c_in, c_out):                 # every KDDN convolution: 3x3 with bias
+    return 9 * c_in * c_out + c_out
+
+
+def _kddn_parameters(kind, f=64, stages=6, blocks=3, reduction=1):
+    """KDDN's weights by hand from §3.1 and Figs. 2-3: down (2 stride-2 convs), the body, up (2 convs; bilinear
+    upsampling has no weights), the last conv to RGB. Teacher stage: a residual block of two convs. Student stage:
+    an RIR group of ``blocks`` SWRCABs (conv1, spatial, conv2, then the channel attention's linear layer C -> C, or
+    a squeeze C -> C / r first) and the group's closing conv."""
+    path = _conv(3, f) + _conv(f, f) + 2 * _conv(f, f) + _conv(f, 3)
+    if kind == "teacher":
+        return path + stages * 2 * _conv(f, f)
+    hidden = f // reduction
+    attention = f * f + f if reduction == 1 else (f * hidden + hidden) + (hidden * f + f)
+    swrcab = 3 * _conv(f, f) + attention
+    return path + stages * (blocks * swrcab + _conv(f, f))
+
+
+def test_paper_configuration_parameter_counts():
+    """The paper's sizes (64 channels; teacher 6 residual blocks; student 6 RIR groups x 3 SWRCABs) have the weights
+    counted by hand from the paper's description: 557,443 and 2,404,867."""
+    teacher, student = registry.build("kddn-teacher"), registry.build("kddn")
+    for model in (teacher, student):
+        model.build((None, None, None, 3))
+    assert teacher.count_params() == _kddn_parameters("teacher") == 557_443
+    assert student.count_params() == _kddn_parameters("student") == 2_404_867
+    assert student.stage(1).count_params() == 3 * (3 * _conv(64, 64) + 64 * 64 + 64) + _conv(64, 64)
+
+
+@pytest.mark.parametrize("kind, fewer", [("student", {"groups": 5, "feature_taps": (1, 3, 5)}),
+                                         ("student", {"blocks": 2}), ("student", {"reduction": 4}),
+                                         ("teacher", {"res_blocks": 4, "feature_taps": (2, 4)})])
+def test_a_smaller_backbone_drops_exactly_its_part(kind, fewer, image):
+    """One RIR group / one SWRCAB per group / a squeezed channel attention / two residual blocks fewer: the count
+    falls by exactly that part, and the shared down / up path keeps its weights."""
+    make = KDDNTeacher if kind == "teacher" else KDDNStudent
+    base, small = make(filters=8), make(filters=8, **fewer)
+    for model in (base, small):
+        model.build((None, None, None, 3))
+    stages = fewer.get("groups", fewer.get("res_blocks", 6))
+    options = {k: v for k, v in fewer.items() if k in ("blocks", "reduction")}
+    assert base.count_params() == _kddn_parameters(kind, f=8)
+    assert small.count_params() == _kddn_parameters(kind, f=8, stages=stages, **options) < base.count_params()
+    assert small._stages == stages and not hasattr(small, f"stage{stages + 1}")
+    out = small(image[:1], return_features=True)
+    assert len(out["features"]) == len(small.feature_taps)
+
+
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_config_round_trip_and_keras_file(kind, image, tmp_path):
     model = _small(kind, feature_taps=(1, 6)) if kind == "teacher" else _small(kind, groups=2, feature_taps=(2,))

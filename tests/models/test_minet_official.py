@@ -92,6 +92,49 @@ def test_torch_written_legacy_checkpoint_reads_back(tmp_path):
         convert.load_torch_legacy(path)
 
 
+def _numpy_conv_transpose(x, w, b, stride, padding):
+    """PyTorch's ConvTranspose2d written out in NumPy: x (N, I, H, W), w (I, O, k, k), b (O,) -> (N, O, H', W'),
+    H' = (H - 1) stride + k - 2 padding. Input pixel (i, j) adds x[:, :, i, j] @ w[:, :, a, b] to output pixel
+    (i stride + a - padding, j stride + b - padding)."""
+    n, _, height, width = x.shape
+    k = w.shape[-1]
+    full = np.zeros((n, w.shape[1], (height - 1) * stride + k, (width - 1) * stride + k))
+    for i in range(height):
+        for j in range(width):
+            full[:, :, i * stride:i * stride + k, j * stride:j * stride + k] += np.einsum(
+                "nc,cokl->nokl", x[:, :, i, j], w)
+    return full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding] + b[None, :, None, None]
+
+
+def test_transposed_convolution_layout_against_an_independent_numpy_computation(rng):
+    """The converter's layout for the released ConvTranspose2d (deconv3: 64 -> 64, 4x4, stride 2, padding 1),
+    checked against a NumPy transposed convolution on random weights, not against the converter's own mapping:
+    swapping the in / out axes or flipping the kernel gives the same shapes, so only values can tell. With torch
+    installed, the NumPy reference itself is checked against torch.nn.functional.conv_transpose2d."""
+    model = MINetOfficial(steps=1)
+    targets = convert.minet_official_targets(model)
+    (kernel, to_keras), (bias, bias_to_keras) = targets["deconv3.weight"], targets["deconv3.bias"]
+    assert kernel is model.deconv3.kernel and bias is model.deconv3.bias
+    w = rng.normal(size=(64, 64, 4, 4)).astype(np.float32)          # PyTorch layout (in, out, kH, kW)
+    b = rng.normal(size=64).astype(np.float32)
+    kernel.assign(to_keras(w))
+    bias.assign(bias_to_keras(b))
+    x = rng.normal(size=(2, 5, 7, 64)).astype(np.float32)            # NHWC, odd sizes
+    expected = _numpy_conv_transpose(x.transpose(0, 3, 1, 2).astype(np.float64), w, b, stride=2, padding=1)
+    assert expected.shape == (2, 64, 10, 14)
+    got = model.deconv3(x).numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    try:
+        import torch
+    except ImportError:
+        return
+    with torch.no_grad():
+        reference = torch.nn.functional.conv_transpose2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+                                                         torch.from_numpy(w), torch.from_numpy(b), stride=2,
+                                                         padding=1).numpy()
+    np.testing.assert_allclose(expected, reference, rtol=1e-4, atol=1e-4)
+
+
 # ---- the released weights --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

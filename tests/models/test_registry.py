@@ -105,7 +105,7 @@ def test_list_models_prints_every_name_and_the_presets(tmp_path):
 
 def test_one_registry_class_for_models_losses_and_steps():
     assert all(isinstance(r, Registry) for r in (MODELS, LOSSES, STEPS))
-    import tfdehaze.train  # noqa: F401  registers the step kinds
+    import tfdehaze.train.steps  # noqa: F401  registers the step kinds
     assert {"supervised", "gan", "distill"} <= set(STEPS.names())
     assert {"l1", "mse", "gan"} <= set(LOSSES.names())
     with pytest.raises(ValueError, match="unknown step kind 'rl'; registered step kinds: .*supervised"):

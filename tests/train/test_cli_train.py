@@ -118,7 +118,11 @@ def test_console_entry_point_runs_as_module(subprocess_env):
 
 
 def test_train_minet_through_the_cli(tmp_path, capsys):
-    """`tfdehaze-train minet` (SupervisedStep, L1, Adam 1e-3) on the bundled sample: the L1 loss falls."""
+    """`tfdehaze-train minet` (SupervisedStep, L1, Adam 1e-3) on the bundled sample: the L1 loss falls.
+
+    One seed: each run traces its own step (~15 s). The logged ratio step 40 / step 10 measured over seeds 0-3 is
+    0.32-0.42; the three-seed check of this model, loss and optimizer is tests/models/test_minet.py
+    ::test_training_lowers_the_loss."""
     run = tmp_path / "minet"
     code = cli.main(["minet", "--image-size", "32", "--batch-size", "2", "--steps", "40", "--out", str(run),
                      "--model-arg", "filters=8", "--model-arg", "steps=2", "--quiet"])

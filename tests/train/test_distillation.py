@@ -77,6 +77,36 @@ def test_wfmil_reads_the_transmission_maps_of_the_batch():
     np.testing.assert_allclose(losses.total(step.terms, context)[0], without_t, rtol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def kddn_distillation():
+    """``run(seed, steps) -> losses``: one KDDN DistillationStep (L1 + WFMIL, adapters), traced once; each run starts
+    from the student weights of its seed, the adapters' and optimizer's initial state, and the data of its seed."""
+    tf.keras.utils.set_random_seed(0)
+    step = make_step([{"type": "l1"}, {"type": "wfmil"}])
+    step.build(tf.distribute.get_strategy(), tiny_pair(), global_batch_size=2)
+    state = list(step.adapters.weights) + list(step.optimizer.variables)
+    initial = [v.numpy() for v in state]
+
+    def run(seed, steps):
+        tf.keras.utils.set_random_seed(seed)
+        batch = tiny_pair(seed=seed)
+        fresh = registry.build("kddn", **STUDENT)
+        fresh(batch["hazy"])
+        step.model.set_weights(fresh.get_weights())
+        for variable, value in zip(state, initial, strict=True):
+            variable.assign(value)
+        return [float(step(batch)["loss"]) for _ in range(steps)]
+
+    return run
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distillation_step_lowers_the_loss_over_three_seeds(kddn_distillation, seed):
+    """20 steps on one batch take L1 + WFMIL below 0.9 of its start (measured over seeds 0-4: 0.36-0.78)."""
+    losses = kddn_distillation(seed, 20)
+    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
+
+
 def split_sample(tmp_path):
     pairs = datasets.read_manifest(sample.sample_dir() / "manifest.csv")
     train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
@@ -93,7 +123,10 @@ def val_l1(model, pairs, size=64):
 
 
 def test_two_stage_training_on_the_sample_lowers_validation_l1(tmp_path):
-    """kddn-teacher on clean images, then the student with L1 + WFMIL against the frozen teacher."""
+    """kddn-teacher on clean images, then the student with L1 + WFMIL against the frozen teacher.
+
+    One seed: the two runs trace their own steps (~35 s). After / before measured over seeds 0-3: 0.96, 0.58, 0.90,
+    0.92; the three-seed check of the step is test_distillation_step_lowers_the_loss_over_three_seeds."""
     train_csv, val_pairs = split_sample(tmp_path)
     small = {"image_size": 64, "batch_size": 2, "log_every": 5, "checkpoint_every": 50, "sample_every": 50,
              "data": {"manifest": str(train_csv)}, "lr_schedule": {"kind": "constant"}, "learning_rate": 1e-3}

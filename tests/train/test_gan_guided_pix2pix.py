@@ -15,18 +15,42 @@ def batch():
     return next(iter(dataset))
 
 
-def small_models():
+def small_models(seed=0):
     from tfdehaze.models import GuidedPix2Pix, PatchDiscriminator
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     return (GuidedPix2Pix(depth=5, base_filters=8, radius=4),
             PatchDiscriminator(base_filters=8, n_layers=2))
 
 
-def test_gan_step_lowers_l1(batch):
+@pytest.fixture(scope="module")
+def gan_step(batch):
+    """One GANStep, traced once; ``start(seed)`` gives it the initial weights of that seed and fresh optimizers."""
     generator, discriminator = small_models()
     step = GANStep(generator, discriminator, keras.optimizers.Adam(2e-4, beta_1=0.5),
                    keras.optimizers.Adam(2e-4, beta_1=0.5), l1_weight=100.0)
     step.build(tf.distribute.get_strategy(), batch, global_batch_size=4)
+    optimizers = (step.g_optimizer, step.d_optimizer)
+    initial = [[v.numpy() for v in optimizer.variables] for optimizer in optimizers]
+
+    def start(seed):
+        fresh_generator, fresh_discriminator = small_models(seed)
+        fresh_generator(batch["hazy"], training=False)
+        fresh_discriminator((batch["hazy"], batch["clear"]))
+        generator.set_weights(fresh_generator.get_weights())
+        discriminator.set_weights(fresh_discriminator.get_weights())
+        for optimizer, values in zip(optimizers, initial, strict=True):
+            for variable, value in zip(optimizer.variables, values, strict=True):
+                variable.assign(value)
+        return step
+
+    return start
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gan_step_lowers_l1(gan_step, batch, seed):
+    """Over three seeds of the initial weights: the mean L1 of the last 5 of 40 steps is below 0.85 of the first 5
+    (measured over seeds 0-4: 0.72-0.77)."""
+    step = gan_step(seed)
     history = [{k: float(v) for k, v in step(batch).items()} for _ in range(40)]
     l1 = np.array([h["g_l1"] for h in history])
     assert np.isfinite([list(h.values()) for h in history]).all()

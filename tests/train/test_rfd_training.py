@@ -47,8 +47,66 @@ def test_rfd_teacher_then_student_with_the_affinity_loss(tmp_path):
         header = next(csv.reader(file))
     assert header[4:] == ["loss", "affinity", "mse"]
     total, affinity = losses(student, "loss"), losses(student, "affinity")
-    assert all(a > 0 for a in affinity) and np.isfinite(affinity).all()
-    assert np.mean(total[-3:]) < 0.7 * np.mean(total[:3]), total
+    assert all(a > 0 for a in affinity) and np.isfinite(affinity).all() and np.isfinite(total).all()
+    # The logged losses are of different batches: their ratio swings with the images drawn (seed 2: 1.29). The
+    # trained student's MSE on the sample's 8 pairs is steadier: 0.33-0.35 of the hazy input's over seeds 0-2.
+    assert _sample_mse(student / "model.keras") < 0.6 * _sample_mse(None)
+
+
+def _sample_mse(model_path, size=64):
+    """MSE against the clear images of the sample's pairs at ``size``: of the model's output, or (None) the hazy."""
+    import keras
+    import tensorflow as tf
+
+    import tfdehaze.models  # noqa: F401  (registers the classes of model.keras)
+    from tfdehaze.data import pipeline
+
+    pairs = datasets.read_manifest(sample.sample_dir() / "manifest.csv")
+    batch = next(iter(pipeline.paired_dataset(pairs, image_size=size, flip=False, shuffle=False,
+                                              batch_size=len(pairs))))
+    output = batch["hazy"] if model_path is None else keras.saving.load_model(model_path)(batch["hazy"])["dehazed"]
+    return float(tf.reduce_mean(tf.square(output - batch["clear"])))
+
+
+@pytest.fixture(scope="module")
+def rfd_distillation():
+    """``run(seed, steps) -> losses``: the RFD recipe's DistillationStep (MSE + 0.25 feature affinity, no adapters,
+    frozen teacher), traced once; each run starts from the student weights of its seed, the optimizer's initial
+    state, and a batch of 2 sample pairs chosen by the seed."""
+    import keras
+    import tensorflow as tf
+
+    from tfdehaze.data import pipeline
+    from tfdehaze.models import registry
+    from tfdehaze.train import DistillationStep
+
+    small = {"filters": 8, "blocks": 1}
+    pairs = datasets.read_manifest(sample.sample_dir() / "manifest.csv")
+    batches = list(pipeline.paired_dataset(pairs, image_size=32, flip=False, shuffle=False, batch_size=2))
+    keras.utils.set_random_seed(0)
+    step = DistillationStep(registry.build("rfd", **small), registry.build("rfd-teacher"), keras.optimizers.Adam(1e-3),
+                            [{"type": "mse"}, {"type": "affinity", "weight": 0.25}], adapters=False)
+    step.build(tf.distribute.get_strategy(), batches[0], global_batch_size=2)
+    initial = [v.numpy() for v in step.optimizer.variables]
+
+    def run(seed, steps):
+        keras.utils.set_random_seed(seed)
+        batch = batches[seed % len(batches)]
+        fresh = registry.build("rfd", **small)
+        fresh(batch["hazy"])
+        step.model.set_weights(fresh.get_weights())
+        for variable, value in zip(step.optimizer.variables, initial, strict=True):
+            variable.assign(value)
+        return [float(step(batch)["loss"]) for _ in range(steps)]
+
+    return run
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_student_loss_falls_over_three_seeds(rfd_distillation, seed):
+    """20 steps on one batch take MSE + 0.25 L_FA below 0.5 of its start (measured over seeds 0-4: 0.03-0.35)."""
+    losses = rfd_distillation(seed, 20)
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
 
 
 def _intervals(tmp_path):

@@ -2,17 +2,26 @@
 
 Every command reports a user error (bad file, bad value, bad flag) as one ``<prog>: error: ...`` message on stderr
 with exit code 2, never a traceback: parse with `Parser`, run with `run_cli`.
+
+Arguments are parsed before TensorFlow is imported (the parsers import no TensorFlow), so a bad argument costs no
+TensorFlow start-up and prints its one line only. TensorFlow's C++ log is quiet unless the user sets
+``TF_CPP_MIN_LOG_LEVEL`` (default here: 3); `quiet_tensorflow` (``run_cli(..., tensorflow=True)``) also filters the
+start-up lines that TensorFlow prints before that setting takes effect (see `tfdehaze.cli.tf_log`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CLI users need no cuInit/oneDNN notices
+from tfdehaze.cli import tf_log
+
+# CLI users need no cuInit/oneDNN notices; a level the user set is kept (0 shows everything).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _fail(prog: str, message: str, code: int = 2) -> NoReturn:
@@ -45,9 +54,11 @@ class Parser(argparse.ArgumentParser):
         _fail(self.prog, message)
 
 
-def run_cli(prog: str, job: Callable[[], object], fatal: tuple[type[BaseException], ...] = ()) -> int:
+def run_cli(prog: str, job: Callable[[], object], fatal: tuple[type[BaseException], ...] = (),
+            tensorflow: bool = False) -> int:
     """Run ``job``; ValueError/OSError exit with code 2 and ``fatal`` exceptions with code 1, each as one
     ``<prog>: error: <message>`` line on stderr (KeyboardInterrupt: code 130). Returns 0 on success.
+    ``tensorflow``: import TensorFlow first with `quiet_tensorflow` (the console scripts, whose jobs all use it).
 
     Examples:
         >>> import contextlib, io
@@ -66,6 +77,8 @@ def run_cli(prog: str, job: Callable[[], object], fatal: tuple[type[BaseExceptio
         'demo: error: no such image: hazy.png\\n'
     """
     try:
+        if tensorflow:
+            quiet_tensorflow()
         job()
     except fatal as err:
         _fail(prog, str(err), code=1)
@@ -74,6 +87,57 @@ def run_cli(prog: str, job: Callable[[], object], fatal: tuple[type[BaseExceptio
     except KeyboardInterrupt:
         _fail(prog, "interrupted", code=130)
     return 0
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow (once) with its start-up log lines filtered by ``TF_CPP_MIN_LOG_LEVEL``.
+
+    TensorFlow 2.21 prints about six Abseil lines on import (the "before absl::InitializeLog()" notice, oneDNN and
+    CUDA-stub info, twice) whatever ``TF_CPP_MIN_LOG_LEVEL`` says: no setting reaches that code. So stderr (file
+    descriptor 2, where C++ writes) goes through `tfdehaze.cli.tf_log` in a child process during the import only:
+    records below the level are dropped, FATAL records and every other line (warnings, tracebacks) pass, and what
+    passes is written even if this process dies. With ``TF_CPP_MIN_LOG_LEVEL=0`` nothing is filtered.
+
+    Examples:
+        >>> import sys
+        >>> from tfdehaze.cli import quiet_tensorflow
+        >>> quiet_tensorflow()
+        >>> "tensorflow" in sys.modules
+        True
+    """
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        level = 0
+    saved = filter_process = None
+    if level >= 1:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            filter_process = subprocess.Popen([sys.executable, "-I", "-S", tf_log.__file__, str(level)],
+                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              start_new_session=True)
+            saved = os.dup(2)
+            os.dup2(filter_process.stdin.fileno(), 2)
+        except (OSError, ValueError):  # no child process or no stderr here: import unfiltered
+            if saved is not None:
+                os.close(saved)
+                saved = None
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if filter_process is not None:
+            filter_process.stdin.close()
+            try:
+                filter_process.wait(timeout=10)  # its lines come before anything printed next
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def key_value(text: str) -> tuple[str, object]:

@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-images", type=int, default=4, metavar="K",
                    help="images of the first dataset shown in grid.png (default 4; 0: no grid)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="refuse images above N pixels, read from each file's header before decoding (default: "
+                        "$TFDEHAZE_MAX_PIXELS, else 178956970, Pillow's limit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -70,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{flag} must be >= {low}, got {value}")
 
     def job():
+        import os
+
         from tfdehaze.data.datasets import LAYOUTS
+        from tfdehaze.data.io import MAX_PIXELS_ENV
         from tfdehaze.evaluation import evaluate_methods, load_datasets
+
+        if args.max_pixels is not None:
+            if args.max_pixels < 1:
+                raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+            os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)   # every reader of this process
 
         if args.layout not in LAYOUTS:
             raise ValueError(f"unknown --layout {args.layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               f"wrote {result['summary_md']}")
         print(result["summary_md"].read_text(), end="")
 
-    return run_cli(PROG, job)
+    return run_cli(PROG, job, tensorflow=True)
 
 
 if __name__ == "__main__":

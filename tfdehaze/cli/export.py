@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                       model_kwargs=dict(map(key_value, args.model_arg)))
         print(path)
 
-    return run_cli("tfdehaze-export", job)
+    return run_cli("tfdehaze-export", job, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.model_base_path, port=args.port, host=args.host, model_name=args.model_name,
               max_body_bytes=args.max_body_bytes, verbose=args.verbose)
 
-    return run_cli("tfdehaze-serve", job)
+    return run_cli("tfdehaze-serve", job, tensorflow=True)
 
 
 if __name__ == "__main__":

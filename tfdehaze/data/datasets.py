@@ -271,14 +271,20 @@ def write_manifest(df: pd.DataFrame, csv: str | os.PathLike) -> pathlib.Path:
 
 
 def _size(path, decode):
-    """(height, width) of an image file; full decode, or with ``decode=False`` header + PNG chunk CRCs only."""
+    """(height, width) of an image file; full decode, or with ``decode=False`` header + PNG chunk CRCs only.
+
+    Either way the header's size is checked against the pixel limit (`io.check_image_size`) before decoding."""
     if decode:
         return io.read_image(path).shape[:2]
+    size = io.check_image_size(path, require_format=True)
     try:
-        with PIL.Image.open(path) as im:
-            size = im.size[::-1]
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as im:
+                im.verify()
         return size
+    except PIL.Image.DecompressionBombError:
+        return size  # above Pillow's own limit, within tfdehaze's (checked above): the header has been read
     except FileNotFoundError:
         raise io.ImageError(f"{path}: no such file") from None
     except PIL.UnidentifiedImageError:

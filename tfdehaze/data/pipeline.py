@@ -36,6 +36,48 @@ def _read_image_bytes(contents, name):
     return io.to_float(io.decode_bytes(contents, name), name=name)
 
 
+def _header_pixels(contents):
+    """Pixels (int64) that PNG / JPEG / BMP bytes declare in their header; 0 for other data (TIFF: `io.decode_bytes`
+    checks it). The in-graph twin of `io.header_size` for the formats TensorFlow decodes itself."""
+    padded = tf.strings.join([contents, tf.constant(b"\0" * 26)])
+
+    def sides(offset, little_endian):
+        raw = tf.io.decode_raw(tf.strings.substr(padded, offset, 8), tf.int32, little_endian=little_endian)
+        return tf.cast(raw, tf.int64)
+
+    def png():
+        wh = sides(16, False)
+        wh = tf.where(wh < 0, wh + 2 ** 32, wh)  # unsigned 32-bit sides
+        return wh[0] * wh[1]
+
+    def jpeg():
+        hwc = tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)
+        return hwc[0] * hwc[1]
+
+    def bmp():
+        wh = tf.abs(sides(18, True))  # a negative height is a top-down bitmap
+        return wh[0] * wh[1]
+
+    head = tf.strings.substr(padded, 0, 8)
+    return tf.case([(tf.equal(head, b"\x89PNG\r\n\x1a\n"), png),
+                    (tf.io.is_jpeg(contents), jpeg),
+                    (tf.equal(tf.strings.substr(padded, 0, 2), b"BM"), bmp)],
+                   default=lambda: tf.constant(0, tf.int64))
+
+
+def _guard_pixels(contents, name):
+    """``contents`` once their header's pixel count is within `io.max_pixels` (read when the pipeline is built);
+    an InvalidArgumentError naming the file otherwise, before TensorFlow decodes anything."""
+    limit = io.max_pixels()
+    pixels = _header_pixels(contents)
+    check = tf.debugging.Assert(
+        pixels <= limit,
+        [name, f": image header declares more pixels than the limit of {limit:,} (a decompression bomb?); raise it "
+               f"with --max-pixels N or {io.MAX_PIXELS_ENV}=N. Pixels:", pixels])
+    with tf.control_dependencies([check]):
+        return tf.identity(contents)
+
+
 def _decode(contents, tiff=True, name="image"):
     """Encoded image bytes (scalar string tensor) -> ``(H, W, 3)`` float32 RGB in [0, 1], as `io.read_image`.
 
@@ -45,7 +87,9 @@ def _decode(contents, tiff=True, name="image"):
     OpenCV (TF's default fast DCT differs by up to a few levels).
     TIFF (recognised by its magic number) is decoded by `io.decode_bytes` in a ``tf.numpy_function`` when `tiff`
     is true; ``tiff=False`` keeps the graph free of Python (TIFF bytes then fail to decode). `name` (a string or
-    string tensor, e.g. the path) is the file named if the TIFF branch fails.
+    string tensor, e.g. the path) is the file named if the TIFF branch fails or if the header declares more pixels
+    than `io.max_pixels` (checked in the graph before decoding, `_guard_pixels`, so the limit holds with
+    ``validate=False`` too).
     """
     def png():
         return tf.cast(tf.io.decode_png(contents, channels=3, dtype=tf.uint16), tf.float32) / 65535.0
@@ -60,6 +104,7 @@ def _decode(contents, tiff=True, name="image"):
         is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
         return tf.cond(is_png, png, lambda: tf.cast(other(), tf.float32) / 255.0)
 
+    contents = _guard_pixels(contents, name)
     if tiff:
         image = tf.cond(
             _is_tiff(contents),

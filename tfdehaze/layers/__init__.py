@@ -11,6 +11,7 @@ Examples:
     TensorShape([2, 16, 16, 8])
 """
 from tfdehaze.layers.attention import ChannelAttention, ResidualChannelAttention
+from tfdehaze.layers.dropout import SyncDropout
 from tfdehaze.layers.fusion import MultiLevelFusion
 from tfdehaze.layers.guided_filter import GuidedFilter, box_filter, guided_filter
 from tfdehaze.layers.implicit import IMBlock, MLEBlock, SharedSeparableConv2D
@@ -20,4 +21,4 @@ from tfdehaze.layers.swrcab import SWRCAB, ResidualInResidualGroup
 
 __all__ = ["ChannelAttention", "FFABlock", "GuidedFilter", "IMBlock", "InstanceNormalization", "MLEBlock",
            "MultiLevelFusion", "PixelAttention", "ResidualChannelAttention", "ResidualInResidualGroup", "SWRCAB",
-           "SharedSeparableConv2D", "box_filter", "guided_filter"]
+           "SharedSeparableConv2D", "SyncDropout", "box_filter", "guided_filter"]

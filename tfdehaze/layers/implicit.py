@@ -10,14 +10,72 @@ single-image dehazing", CVPRW 2020).
   Convolutions for Improved Dense Prediction" (KDD 2018), that the authors' code puts before each convolution of its
   dilated blocks: one (2d-1)x(2d-1) kernel shared by all channels, applied depthwise.
 
-All three map (N, H, W, C) -> (N, H, W, C) (`MLEBlock`: C -> filters).
+All three map (N, H, W, C) -> (N, H, W, C) (`MLEBlock`: C -> filters). `conv2d_same` runs their stride-1
+convolutions.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from tfdehaze.layers.normalization import InstanceNormalization
+from tfdehaze.layers.normalization import InstanceNormalization, cpu_isa
+
+
+def conv2d_same(conv: keras.layers.Conv2D, x: tf.Tensor) -> tf.Tensor:
+    """``conv(x)`` for a Keras `Conv2D`, with oneDNN's faster kernel where its choice depends on how it is asked.
+
+    For a stride-1, 'same'-padded convolution (benchmarks/minet_profile.py measures each case):
+
+    - dilated, on x86 CPUs with AVX-512 (`tfdehaze.layers.normalization.cpu_isa`): one ``Conv2D`` op with
+      ``dilations`` (oneDNN's dilated kernel), where Keras goes through SpaceToBatchND / BatchToSpaceND around an
+      undilated one. Not without AVX-512: oneDNN's AVX2 dilated kernel is ~6x slower than that detour.
+    - undilated, one image, on x86 CPUs without AVX-512: oneDNN convolves a batch of ONE image by im2col and a matrix
+      product but a batch of two with its direct kernel, ~1.5x faster; the image's top and bottom halves, each with
+      its (k - 1) / 2 rows of halo, run as a batch of two and their outputs are stacked back.
+
+    Both give the same values (summed in another order); anything else is ``conv(x)``.
+
+    Args:
+        conv: a channels-last `keras.layers.Conv2D`.
+        x: (N, H, W, C_in).
+
+    Returns:
+        ``conv(x)``, (N, H', W', filters).
+
+    Examples:
+        >>> import keras
+        >>> import tensorflow as tf
+        >>> from tfdehaze.layers.implicit import conv2d_same
+        >>> conv = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2)
+        >>> x = tf.random.uniform([1, 15, 12, 4])
+        >>> y = conv2d_same(conv, x)
+        >>> y.shape, bool(tf.reduce_max(tf.abs(y - conv(x))) < 1e-5)
+        (TensorShape([1, 15, 12, 8]), True)
+    """
+    kh, kw = conv.kernel_size
+    isa = cpu_isa()
+    plain = (conv.strides == (1, 1) and conv.padding == "same" and conv.data_format == "channels_last"
+             and conv.groups == 1 and kh % 2 == 1 and kw % 2 == 1)
+    dilated = conv.dilation_rate != (1, 1)
+    if not (plain and ((isa == "avx512" and dilated) or (isa == "avx2" and not dilated and x.shape[0] == 1))):
+        return conv(x)
+    if not conv.built:
+        conv.build(x.shape)
+    kernel = tf.cast(conv.kernel, x.dtype)
+    if dilated:
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME", dilations=list(conv.dilation_rate))
+    else:
+        rh, rw = kh // 2, kw // 2
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+        half = (h + 1) // 2
+        padded = tf.pad(x, tf.stack([[0, 0], [rh, rh + 2 * half - h], [rw, rw], [0, 0]]))
+        pair = tf.concat([padded[:, :half + 2 * rh], padded[:, half:]], axis=0)   # (2, half + 2 rh, W + 2 rw, C)
+        y = tf.nn.conv2d(pair, kernel, strides=1, padding="VALID")
+        y = tf.reshape(y, tf.stack([1, 2 * half, w, conv.filters]))[:, :h]
+        y.set_shape([1, x.shape[1], x.shape[2], conv.filters])
+    if conv.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
+    return conv.activation(y) if conv.activation is not None else y
 
 
 @keras.saving.register_keras_serializable(package="tfdehaze")
@@ -130,10 +188,10 @@ class MLEBlock(keras.layers.Layer):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         y = self.pre_conv1(x) if self.smooth else x
-        y = tf.nn.relu(self.norm1(self.conv1(y)))
+        y = tf.nn.relu(self.norm1(conv2d_same(self.conv1, y)))
         if self.smooth:
             y = self.pre_conv2(y)
-        y = self.norm2(self.conv2(y))
+        y = self.norm2(conv2d_same(self.conv2, y))
         return tf.nn.relu(x + y if self.residual else y)
 
     def compute_output_shape(self, input_shape):

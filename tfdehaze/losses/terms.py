@@ -42,6 +42,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfdehaze.precision import to_float32
 from tfdehaze.registry import LOSSES
 
 DEFAULT_INPUTS = ("clear", "dehazed")
@@ -104,7 +105,8 @@ class Term:
         if missing:
             raise ValueError(f"loss term {self.name!r} needs {missing}, which this training step does not provide "
                              f"(it provides {sorted(context)})")
-        return self.fn(*(context.get(key.rstrip("?")) for key in self.inputs))
+        # Losses are computed in float32 whatever the dtype policy (bfloat16 / float16 features, logits).
+        return to_float32(self.fn(*(to_float32(context.get(key.rstrip("?"))) for key in self.inputs)))
 
     def reads(self, key: str) -> bool:
         """Whether the term takes the step's value ``key`` (required or optional)."""

@@ -21,9 +21,11 @@ import tensorflow as tf
 
 from tfdehaze import physics
 from tfdehaze.check import check_image
+from tfdehaze.layers.dropout import SyncDropout
 from tfdehaze.layers.guided_filter import GuidedFilter
 from tfdehaze.layers.images import pad_to_multiple
 from tfdehaze.layers.normalization import InstanceNormalization
+from tfdehaze.precision import Float32Boundary, to_float32
 from tfdehaze.registry import MODELS
 
 _DROPOUT_BLOCKS = 3  # Pix2Pix: dropout on the first (deepest) three decoder blocks
@@ -106,7 +108,7 @@ class Pix2PixUNet(keras.Model):
                                                   kernel_initializer=_kernel_init()),
                      _instance_norm()]
             if j <= _DROPOUT_BLOCKS and self.dropout > 0:
-                block.append(keras.layers.Dropout(self.dropout))
+                block.append(SyncDropout(self.dropout))  # masks independent of the replica count
             block.append(keras.layers.ReLU())
             setattr(self, f"up{j}", keras.Sequential(block, name=f"up{j}"))
         self.last = keras.layers.Conv2DTranspose(self.out_channels, 4, strides=2, padding="same",
@@ -147,7 +149,7 @@ class Pix2PixUNet(keras.Model):
 @MODELS.register("guided-pix2pix-rice", out_channels=3,
                  description="Guided-Pix2Pix with a 3-channel transmission, as the authors trained on RICE")
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class GuidedPix2Pix(keras.Model):
+class GuidedPix2Pix(Float32Boundary, keras.Model):
     """G: Pix2Pix backbone - guided filter layer - dehazing equation (eqs. 39-42).
 
     Forward, for hazy I (N, H, W, 3) in [0, 1]:
@@ -222,7 +224,7 @@ class GuidedPix2Pix(keras.Model):
                               innermost_norm=innermost_norm, name="g0")
         self.custom_gradient = bool(custom_gradient)
         self.guided_filter = GuidedFilter(radius=radius, eps=eps, custom_gradient=custom_gradient,
-                                          name="guided_filter")
+                                          name="guided_filter")   # float32 under every policy
 
     #: What the output depends on beyond a local window (`tfdehaze.inference.dehaze_tiled`): the airlight is global
     #: (estimate it once with `estimate_airlight` and pass it as ``airlight=``); the U-Net's instance norm uses
@@ -259,7 +261,7 @@ class GuidedPix2Pix(keras.Model):
     def call(self, hazy: tf.Tensor, training: bool | None = None,
              airlight: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         hazy = check_image(hazy, "hazy", channels=3)
-        t0 = self.g0(hazy, training=training)
+        t0 = to_float32(self.g0(hazy, training=training))
         if airlight is None:
             airlight = physics.atmospheric_light(hazy, self.airlight_method)
         else:  # given (e.g. estimated once on the whole image for tiled inference): (N, 1, 1, 3), a constant
@@ -284,7 +286,7 @@ class GuidedPix2Pix(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class PatchDiscriminator(keras.Model):
+class PatchDiscriminator(Float32Boundary, keras.Model):
     """Conditional PatchGAN D of Pix2Pix / the authors' code (§III-E): one real/fake logit per image patch.
 
     Layers: ``n_layers`` Conv2D(4x4, stride 2) with min(base_filters * 2**i, max_filters) channels (no norm on the

@@ -34,6 +34,7 @@ import tensorflow as tf
 from tfdehaze.check import check_image
 from tfdehaze.layers.images import pad_to_multiple
 from tfdehaze.layers.swrcab import ResidualInResidualGroup
+from tfdehaze.precision import Float32Boundary
 from tfdehaze.registry import MODELS
 
 STRIDE = 4  # two stride-2 convolutions
@@ -90,7 +91,7 @@ class KDDNResidualBlock(keras.layers.Layer):
         return input_shape
 
 
-class _Autoencoder(keras.Model):
+class _Autoencoder(Float32Boundary, keras.Model):
     """Shared down/up path of the teacher and the student; subclasses add ``stage1`` ... ``stage{n}``."""
 
     _stage_kind = "stage"  # what a backbone stage is called in messages

@@ -21,9 +21,10 @@ from tfdehaze.check import check_image
 from tfdehaze.layers.attention import ChannelAttention, ResidualChannelAttention
 from tfdehaze.layers.fusion import MultiLevelFusion
 from tfdehaze.layers.images import pad_to_multiple
-from tfdehaze.layers.implicit import IMBlock, MLEBlock
+from tfdehaze.layers.implicit import IMBlock, MLEBlock, conv2d_same
 from tfdehaze.layers.normalization import InstanceNormalization
 from tfdehaze.models import registry
+from tfdehaze.precision import Float32Boundary, to_float32
 from tfdehaze.registry import MODELS
 
 BLOCKS = ("im", "resblock-1", "resblock-T")
@@ -44,11 +45,10 @@ PRESETS = {
 }
 
 
-def _dehaze(hazy: tf.Tensor, dtype: str, forward: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Check the input, reflect-pad it to the stride, run ``forward`` and crop the output back."""
-    hazy = tf.cast(check_image(hazy, "hazy", channels=3), dtype)
-    x, crop = pad_to_multiple(hazy, _STRIDE)
-    return {"dehazed": crop(forward(x))}
+def _dehaze(hazy: tf.Tensor, forward: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Check the input, reflect-pad it to the stride, run ``forward`` and crop the output back (float32)."""
+    x, crop = pad_to_multiple(check_image(hazy, "hazy", channels=3), _STRIDE)
+    return {"dehazed": crop(to_float32(forward(x)))}
 
 
 def _conv_in_relu(filters: int, kernel: int, strides: int = 1, name: str | None = None) -> keras.Sequential:
@@ -58,7 +58,7 @@ def _conv_in_relu(filters: int, kernel: int, strides: int = 1, name: str | None 
 
 @MODELS.register("minet", description="MI-Net, the paper's network (Table 2 ablations as options)")
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class MINet(keras.Model):
+class MINet(Float32Boundary, keras.Model):
     """MI-Net as in the paper ("Implicit Euler ODE networks for single-image dehazing", Shen et al., CVPRW 2020).
 
     Encoder (3x3 conv-IN-ReLU, 3x3 stride-2 conv-IN-ReLU); three levels, each an IM-block: T iterations of
@@ -154,10 +154,10 @@ class MINet(keras.Model):
             fused = x3
         if self.attention is not None:
             fused = self.refine(fused)
-        return x + self.decoder(fused)
+        return x + to_float32(self.decoder(fused))
 
     def call(self, hazy: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
-        return _dehaze(hazy, self.compute_dtype, self._forward)
+        return _dehaze(hazy, self._forward)
 
     @classmethod
     def from_config(cls, config: dict) -> MINet:
@@ -177,7 +177,7 @@ _PAPER_ONLY = ("config", "filters", "dilations", "block", "attention", "fusion",
 
 
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class MINetOfficial(keras.Model):
+class MINetOfficial(Float32Boundary, keras.Model):
     """MI-Net as the authors released it (the network of their RESIDE-ITS checkpoint; "Implicit Euler ODE networks
     for single-image dehazing", Shen et al., CVPRW 2020). Registered as the preset ``minet-official``.
 
@@ -251,7 +251,7 @@ class MINetOfficial(keras.Model):
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         bgr = x[..., ::-1] * 255.0
         h = tf.nn.relu(self.norm1(self.conv1(bgr)))
-        h = tf.nn.relu(self.norm2(self.conv2(h)))
+        h = tf.nn.relu(self.norm2(conv2d_same(self.conv2, h)))
         # PyTorch's stride-2 conv pads 1 on both sides; Keras "same" would pad 0 before / 1 after on even sizes.
         h = tf.nn.relu(self.norm3(self.conv3(tf.pad(h, [[0, 0], [1, 1], [1, 1], [0, 0]]))))
         h = self.pre_processing_2(self.pre_processing_1(self.pre_processing_0(h)))
@@ -259,7 +259,7 @@ class MINetOfficial(keras.Model):
         x2 = self.level2(x1)
         x3 = self.level3(x2)
         h = tf.nn.relu(self.norm4(self.deconv3(self.gate([x1, x2, x3]))))
-        h = self.deconv1(tf.nn.relu(self.norm5(self.deconv2(h))))
+        h = self.deconv1(tf.nn.relu(self.norm5(conv2d_same(self.deconv2, h))))
         y = self.conv_su1(h) + self.conv_su2(bgr)
         # LeakyReLU(0.1) written as max(y, 0.1 y): in tf.function, TF 2.21's oneDNN remapper fuses
         # Conv2D + BiasAdd + Add + LeakyRelu and then applies slope 0.2 whatever alpha is (wrong output).
@@ -267,7 +267,7 @@ class MINetOfficial(keras.Model):
         return self.deconv(self.layer1(y))[..., ::-1] / 255.0
 
     def call(self, hazy: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
-        return _dehaze(hazy, self.compute_dtype, self._forward)
+        return _dehaze(hazy, self._forward)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "steps": self.steps, "eta": self.eta, "recompute": self.recompute}

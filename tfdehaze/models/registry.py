@@ -28,7 +28,7 @@ from typing import Any
 
 import keras
 
-from tfdehaze import paths
+from tfdehaze import checkpoints, paths
 from tfdehaze.registry import MODELS
 
 PRESET_KEYS = ("description", "weights", "source", "score")
@@ -169,6 +169,76 @@ def build(name: str, **overrides: Any) -> keras.Model:
     return MODELS.build(name, **overrides)
 
 
+def size_rule(model: Any) -> tuple[int, int]:
+    """``(multiple, minimum)``: the image sides a model takes, from its attributes ``size_multiple`` (default 1) and
+    ``min_size`` (default 1). Models that pad their input to their stride take any side (multiple 1).
+
+    Examples:
+        >>> from tfdehaze.models.guided_pix2pix import PatchDiscriminator
+        >>> size_rule(build("minet", filters=8, steps=1, reduction=4)), size_rule(PatchDiscriminator(n_layers=3))
+        ((1, 1), (1, 17))
+    """
+    return max(1, int(getattr(model, "size_multiple", 1) or 1)), max(1, int(getattr(model, "min_size", 1) or 1))
+
+
+def check_training_size(step: Any, size: int | None, field: str = "image_size") -> None:
+    """Refuse a training image side ``size`` that a network of a training ``step`` cannot take, saying which work.
+
+    The networks are the Keras models among ``step.checkpoint_objects()`` (`size_rule` of each); ``"model"`` sees
+    the input resized by ``step.input_scale`` when the step has one (a x2 super-resolution teacher trained on
+    half-size inputs needs an even side, so its output has the target's size). ``size`` None (images keep their
+    own size) is not checked. `tfdehaze.train.train` calls this before the run directory is created.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from tfdehaze.models.guided_pix2pix import PatchDiscriminator
+        >>> gan = SimpleNamespace(checkpoint_objects=lambda: {"discriminator": PatchDiscriminator(n_layers=3)})
+        >>> check_training_size(gan, 64)
+        >>> check_training_size(gan, 7)
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size=7 cannot be trained: the discriminator (PatchDiscriminator) takes sides of at least 17;
+        the nearest sizes that work: 17
+        >>> check_training_size(SimpleNamespace(checkpoint_objects=dict, input_scale=0.5), 7, "crop_size")
+        Traceback (most recent call last):
+        ...
+        ValueError: crop_size=7 cannot be trained: the model's input is resized by 1/2 (step_options input_scale), so
+        sides must be multiples of 2; the nearest sizes that work: 6 and 8
+    """
+    import fractions
+
+    if size is None:
+        return
+    objects = getattr(step, "checkpoint_objects", dict)()
+    models = {name: obj for name, obj in objects.items() if isinstance(obj, keras.Model)}
+    scale = fractions.Fraction(float(getattr(step, "input_scale", 1.0))).limit_denominator(1000)
+
+    def problems(side):
+        found = []
+        if (side * scale).denominator != 1:
+            found.append(f"the model's input is resized by {scale} (step_options input_scale), so sides must be "
+                         f"multiples of {scale.denominator}")
+        for name, model in models.items():
+            seen = side * scale if name == "model" else fractions.Fraction(side)
+            multiple, minimum = size_rule(model)
+            resized = f" (resized by {scale}: {seen})" if seen != side else ""
+            if seen < minimum:
+                found.append(f"the {name} ({type(model).__name__}) takes sides of at least {minimum}{resized}")
+            if seen.denominator == 1 and int(seen) % multiple:
+                found.append(f"the {name} ({type(model).__name__}) takes sides that are multiples of {multiple}"
+                             f"{resized}")
+        return found
+
+    wrong = problems(int(size))
+    if not wrong:
+        return
+    below = next((side for side in range(int(size) - 1, 0, -1) if not problems(side)), None)
+    above = next((side for side in range(int(size) + 1, 64 * int(size) + 4096) if not problems(side)), None)
+    nearest = " and ".join(str(side) for side in (below, above) if side is not None)
+    raise ValueError(f"{field}={size} cannot be trained: " + "; ".join(wrong)
+                     + (f"; the nearest sizes that work: {nearest}" if nearest else ""))
+
+
 def load_weights(model: keras.Model, weights: str | os.PathLike | None = None,
                  checkpoint: str | None = None) -> keras.Model:
     """Build ``model`` on a small dummy image, then restore a training ``checkpoint`` prefix (the model saved under
@@ -186,11 +256,43 @@ def load_weights(model: keras.Model, weights: str | os.PathLike | None = None,
     import tensorflow as tf
 
     model(tf.zeros([1, 32, 32, 3]), training=False)
+    what = f"{type(model).__name__} ({model.count_params():,} weights)"
     if checkpoint is not None:
-        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+        try:
+            tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+        except AssertionError as error:  # variables of the model the checkpoint has no value for
+            raise ValueError(f"checkpoint {checkpoint} does not fit {what}: {_first_line(error)} (a checkpoint of "
+                             f"another model or configuration?)") from None
+        except (tf.errors.OpError, ValueError) as error:
+            raise ValueError(f"checkpoint {checkpoint} cannot be restored: {_first_line(error)}") from None
     elif weights is not None:
-        model.load_weights(str(weights))
+        weights = pathlib.Path(weights)
+        if not weights.is_file():
+            raise ValueError(f"weights file not found: {weights}")
+        with open(weights, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ValueError(f"{weights}: not a Keras weights file (.weights.h5 is HDF5; this file is not)")
+        try:
+            model.load_weights(str(weights))
+        except Exception as error:  # Keras raises ValueError, KeyError, OSError... for the wrong model's weights
+            raise ValueError(f"{weights}: the weights do not fit {what}: {_first_line(error)} (weights of another "
+                             f"model or configuration?)") from None
     return model
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """What an exception says in one short line (Keras' and TensorFlow's messages can run to pages)."""
+    import re
+
+    text = str(error).strip()
+    found = re.search(r"A total of (\d+) objects could not be loaded", text)
+    if found:
+        return f"{found.group(1)} of its layers found no weights in the file"
+    found = re.search(r"Found (\d+) Python objects that were not bound", text)
+    if found:
+        return f"{found.group(1)} of its variables have no value in the checkpoint"
+    text = (text.splitlines() or [type(error).__name__])[0].strip()
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_run(run_dir: str | os.PathLike, model: str | None = None, **overrides) -> keras.Model:
@@ -213,7 +315,6 @@ def load_run(run_dir: str | os.PathLike, model: str | None = None, **overrides) 
     """
     import json
 
-    import tensorflow as tf
 
     run_dir = pathlib.Path(run_dir)
     config_file = run_dir / "config.json"
@@ -226,10 +327,17 @@ def load_run(run_dir: str | os.PathLike, model: str | None = None, **overrides) 
         raise ValueError(f"{config_file}: not a run configuration ({error})") from None
     if model is not None and model != run_model:
         raise ValueError(f"{run_dir} is a run of {run_model!r}, not {model!r}")
-    checkpoint = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    # The newest checkpoint that reads back (a damaged state file or latest checkpoint is skipped, with a warning).
+    chosen, notes, _ = checkpoints.find_restorable(run_dir / "checkpoints")
+    checkpoint = str(run_dir / "checkpoints" / chosen) if chosen else None
     weights = run_dir / "model.weights.h5"
     if checkpoint is None and not weights.is_file():
+        if notes:
+            raise ValueError(f"run {run_dir} has no checkpoint that reads back ({'; '.join(notes)}) and no "
+                             "model.weights.h5")
         raise ValueError(f"run {run_dir} has neither checkpoints nor model.weights.h5: train it first")
+    for note in notes:
+        warnings.warn(f"{note}; using {checkpoint or weights}", stacklevel=2)
     return load_weights(build(run_model, **{**run_kwargs, **overrides}), weights, checkpoint)
 
 
@@ -297,7 +405,7 @@ def load(name_or_path: str | os.PathLike, **overrides: Any) -> keras.Model:
             raise ValueError(f"model file not found: {path}")
         if overrides:
             raise ValueError(f"overrides {sorted(overrides)} apply to registered names, not to the file {path}")
-        return keras.saving.load_model(path)
+        return _load_keras_file(path)
     entry = MODELS.get(str(name_or_path))
     model = build(entry.name, **overrides)
     if entry.preset is None:
@@ -305,6 +413,25 @@ def load(name_or_path: str | os.PathLike, **overrides: Any) -> keras.Model:
                       f".keras file)", stacklevel=2)
         return model
     return load_preset_weights(model, entry.name)
+
+
+def _load_keras_file(path: pathlib.Path) -> keras.Model:
+    """`keras.saving.load_model` with one-line errors naming the file: not a zip, an unknown class, bad contents."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not)")
+    try:
+        return keras.saving.load_model(path)
+    except TypeError as error:
+        message = str(error)
+        if "Could not locate" in message:  # a class no imported module registers
+            unknown = message.split("'")[1] if message.count("'") >= 2 else "?"
+            raise ValueError(f"{path}: the model class {unknown!r} is unknown to Keras and tfdehaze (a .keras file "
+                             f"of another program or version? tfdehaze's models: {', '.join(names())})") from None
+        raise ValueError(f"{path}: cannot load the Keras model ({_first_line(error)})") from None
+    except Exception as error:  # Keras raises ValueError, KeyError, OSError... for damaged archives
+        raise ValueError(f"{path}: cannot load the Keras model ({_first_line(error)})") from None
 
 
 def listing() -> str:

@@ -64,6 +64,7 @@ import tensorflow as tf
 from tfdehaze.check import check_image
 from tfdehaze.layers.attention import ChannelAttention
 from tfdehaze.layers.pixel_attention import FFABlock, PixelAttention
+from tfdehaze.precision import Float32Boundary, to_float32
 from tfdehaze.registry import MODELS
 
 DEFAULT_TAPS = ("output",)
@@ -231,7 +232,7 @@ class FSRCNNBranch(keras.layers.Layer):
 @MODELS.register("rfd-teacher-plain", separable=False,
                  description="RFD teacher without depthwise-separable convs: MC-FSRCNN, x2 SR, 38.42K (Table 1)")
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class MCFSRCNN(keras.Model):
+class MCFSRCNN(Float32Boundary, keras.Model):
     """Multi-channel FSRCNN, RFD's super-resolution teacher (§3.1, eqs. 2-3, Fig. 2).
 
         O^c = FSRCNN_c(I^c), c in (R, G, B)        (2)   one `FSRCNNBranch` per channel, no shared weights
@@ -293,7 +294,7 @@ class MCFSRCNN(keras.Model):
 @MODELS.register("rfd", description="RFD student: 16-channel FFA-Net (3 groups x 6 blocks, 3x3), 0.096M (Table 5); "
                                     "distilled from rfd-teacher by feature affinity")
 @keras.saving.register_keras_serializable(package="tfdehaze")
-class RFDStudent(keras.Model):
+class RFDStudent(Float32Boundary, keras.Model):
     """RFD's student dehazer (§3.2, Fig. 3): a narrow FFA-Net, as in the authors' code.
 
         x0 = pre(I)                                          conv 3x3, 3 -> F
@@ -376,7 +377,7 @@ class RFDStudent(keras.Model):
         taps["fused"] = tf.add_n(tf.split(weighted, self.groups, axis=-1))
         taps["attention"] = self.pixel_attention(taps["fused"])
         taps["post"] = self.post1(taps["attention"])
-        taps["output"] = self.post2(taps["post"]) + hazy
+        taps["output"] = to_float32(self.post2(taps["post"])) + hazy
         outputs = {"dehazed": taps["output"]}
         if return_features:
             outputs["features"] = [taps[tap] for tap in self.feature_taps]

@@ -9,9 +9,10 @@ and TF Serving polls) with the same paths and JSON:
   ``{"predictions": [...]}``, or ``{"inputs": ...}`` (columnar) -> ``{"outputs": ...}``. ``{"b64": ...}`` is
   decoded for string inputs; string outputs whose name ends in ``_bytes`` are returned as ``{"b64": ...}``.
 
-Errors are ``{"error": "..."}``: 400 for a bad request (malformed JSON, bad base64, an undecodable image, wrong
-inputs), 404 for an unknown model, version or path, 413 for a body above ``max_body_bytes``, 500 otherwise. It binds
-to 127.0.0.1 by default, handles each request in its own thread (``ThreadingHTTPServer``) and keeps serving after
+Errors are ``{"error": "..."}``: 400 for a bad request (malformed JSON, bad base64, an undecodable image, an image
+whose header declares more pixels than `tfdehaze.data.io.max_pixels`, refused before decoding, wrong inputs), 404
+for an unknown model, version or path, 413 for a body above ``max_body_bytes``, 500 otherwise. It binds to
+127.0.0.1 by default, handles each request in its own thread (``ThreadingHTTPServer``) and keeps serving after
 any failed request. It loads the model once at start and does not poll for new versions (restart it).
 """
 from __future__ import annotations
@@ -103,9 +104,25 @@ def _decode_b64(value: Any) -> Any:
     return value
 
 
+def _check_image_bytes(value: Any, name: str) -> None:
+    """Refuse posted image bytes whose header declares more pixels than `tfdehaze.data.io.max_pixels` (400), before
+    the model decodes them; bytes that are not PNG / JPEG / BMP / TIFF are left to the model."""
+    from tfdehaze.data import io as image_io
+
+    if isinstance(value, list):
+        for item in value:
+            _check_image_bytes(item, name)
+    elif isinstance(value, bytes):
+        try:
+            image_io.check_image_size(value, f"input {name!r}")
+        except image_io.ImageError as error:
+            raise RequestError(400, str(error)) from None
+
+
 def _to_tensor(value: Any, spec: Any, name: str) -> tf.Tensor:
     if spec.dtype == tf.string:
         value = _decode_b64(value)
+        _check_image_bytes(value, name)
     try:
         tensor = tf.constant(value, dtype=spec.dtype)
     except (ValueError, TypeError) as error:

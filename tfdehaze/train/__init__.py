@@ -6,12 +6,30 @@ Examples:
     >>> training.train.__module__, training.Trainer.__module__, training.get_recipe("minet").step
     ('tfdehaze.train.run', 'tfdehaze.train.engine', 'supervised')
 """
-from tfdehaze.train.engine import NonFiniteLossError, RunDirError, Trainer, has_checkpoints, refuse_existing_run
-from tfdehaze.train.recipes import Recipe, build_optimizer, get_recipe
-from tfdehaze.train.run import default_run_dir, load_pairs, train
-from tfdehaze.train.steps import DistillationStep, GANStep, Step, SupervisedStep
-from tfdehaze.train.strategy import is_chief, make_strategy
+import importlib
+from typing import Any
 
-__all__ = ["DistillationStep", "GANStep", "NonFiniteLossError", "Recipe", "RunDirError", "Step", "SupervisedStep",
-           "Trainer", "build_optimizer", "default_run_dir", "get_recipe", "has_checkpoints", "is_chief",
-           "load_pairs", "make_strategy", "refuse_existing_run", "train"]
+# Each name is imported from its module on first use (PEP 562), so `tfdehaze.train.recipes` loads without
+# TensorFlow: the command line checks its arguments before TensorFlow starts. Add new names here.
+_EXPORTS = {
+    "tfdehaze.train.engine": ("NonFiniteLossError", "RunDirError", "Trainer", "has_checkpoints",
+                              "refuse_existing_run"),
+    "tfdehaze.train.recipes": ("Recipe", "build_optimizer", "get_recipe"),
+    "tfdehaze.train.run": ("default_run_dir", "load_pairs", "train"),
+    "tfdehaze.train.steps": ("DistillationStep", "GANStep", "Step", "SupervisedStep"),
+    "tfdehaze.train.strategy": ("WorkerLostError", "is_chief", "make_strategy", "worker_lost"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -11,6 +11,17 @@ A run directory holds (see docs/TRAINING.md):
 - ``logs/``: TensorBoard scalars (losses, lr) and sample images (hazy | restored | clear).
 - ``samples/step-NNNNNNN.png``: the same sample strips as PNG.
 - ``model.weights.h5`` and ``model.keras``: the final exported model (generator / student), written atomically.
+- ``.lock``: while a run is using the directory, locked with ``fcntl.flock`` (`RunDirLock`); a second run on it is
+  refused. The operating system drops the lock when the process dies, so a killed run never blocks ``--resume``.
+
+One run per directory and nothing overwritten: a fresh run into a directory holding checkpoints or another run's
+files is refused before anything is written (`refuse_existing_run`). On resume, the newest checkpoint whose files
+read back is restored: a damaged one (garbage ``.index``, truncated ``.data``) is skipped with a message, an
+unreadable state file is replaced by searching the checkpoint files by name, and when checkpoints exist but none
+reads back the run is refused: it never restarts at step 0 over them. A write that fails (a full disk) leaves the
+previous file whole: ``config.json``, samples and the final model are written atomically, a ``metrics.csv`` row
+that fails part way is cut off again, and a failed checkpoint save removes its partial files and keeps the earlier
+checkpoints; the `OSError` names the file and the reason.
 
 Data position: the checkpoint stores ``epoch`` and ``offset`` (batches of that epoch already used). Each epoch's
 dataset comes from ``data(epoch)``, deterministic for a given epoch (seeded shuffling/augmentation), so a resumed run
@@ -20,12 +31,15 @@ rebuilds epoch ``epoch`` and skips ``offset`` batches: it sees exactly the batch
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
 import pathlib
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -38,15 +52,19 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfdehaze.paths import atomic_save, atomic_write
-from tfdehaze.train.strategy import is_chief
+from tfdehaze.checkpoints import checkpoint_files, checkpoint_state, find_restorable, join_names, step_of, tf_reason
+from tfdehaze.paths import atomic_save, atomic_write, write_error
+from tfdehaze.train.recipes import DEFAULTS
+from tfdehaze.train.strategy import communication_errors, is_chief, worker_lost
 
 if TYPE_CHECKING:  # annotations only: recipes and steps import this module
     from tfdehaze.train.recipes import Recipe
     from tfdehaze.train.steps import Step
 
 CHECKPOINT_DIR = "checkpoints"
-DEFAULTS = {"checkpoint_every": 500, "log_every": 10, "sample_every": 500, "keep": 3}
+LOCK_FILE = ".lock"
+# Files a fresh run writes into its run directory: finding one there means the directory holds another run.
+RUN_FILES = ("config.json", "data.csv", "metrics.csv", "model.weights.h5", "model.keras")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -103,8 +121,11 @@ def has_checkpoints(run_dir: str | os.PathLike) -> bool:
     return folder.is_dir() and (any(folder.glob("ckpt-*")) or (folder / "checkpoint").exists())
 
 
-def refuse_existing_run(run_dir: str | os.PathLike, resume: bool = False) -> None:
-    """Raise `RunDirError` for a fresh run (``resume=False``) into a directory that already has checkpoints.
+def refuse_existing_run(run_dir: str | os.PathLike, resume: bool = False,
+                        files: tuple[str, ...] = RUN_FILES) -> None:
+    """Raise `RunDirError` for a fresh run (``resume=False``) into a directory that already has checkpoints or any
+    of ``files`` (``config.json``, ``data.csv``, ``metrics.csv``, the final model): a fresh run would overwrite
+    them. It only reads, so a refused directory is left exactly as it was.
 
     Examples:
         >>> import pathlib, tempfile
@@ -119,13 +140,170 @@ def refuse_existing_run(run_dir: str | os.PathLike, resume: bool = False) -> Non
         ...
         tfdehaze.train.engine.RunDirError: run directory ... already has checkpoints (latest ckpt-1); pass --resume
         (resume=True) to continue that run, or choose another output directory
+
+        Another run's files without checkpoints (e.g. a folder of earlier results) are refused too:
+
+        >>> other = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (other / "metrics.csv").write_text("step,loss\\n1,0.5\\n")
+        >>> refuse_existing_run(other)
+        Traceback (most recent call last):
+        ...
+        tfdehaze.train.engine.RunDirError: run directory ... already holds metrics.csv, which a new run would
+        overwrite; nothing was changed. Pass --resume (resume=True) if it is this run's directory, or choose another
+        output directory
     """
-    if resume or not has_checkpoints(run_dir):
+    if resume:
         return
-    latest = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / CHECKPOINT_DIR))
-    raise RunDirError(f"run directory {run_dir} already has checkpoints"
-                      f"{f' (latest {os.path.basename(latest)})' if latest else ''}; pass --resume "
-                      "(resume=True) to continue that run, or choose another output directory")
+    run_dir = pathlib.Path(run_dir)
+    found = [name for name in files if (run_dir / name).exists()]
+    if has_checkpoints(run_dir):
+        names = checkpoint_state(run_dir / CHECKPOINT_DIR)[0] or checkpoint_files(run_dir / CHECKPOINT_DIR)
+        raise RunDirError(f"run directory {run_dir} already has checkpoints"
+                          f"{f' (latest {names[0]})' if names else ''}"
+                          f"{f' and {join_names(found)}' if found else ''}; pass --resume "
+                          "(resume=True) to continue that run, or choose another output directory")
+    if found:
+        raise RunDirError(f"run directory {run_dir} already holds {join_names(found)}, which a new run would "
+                          "overwrite; "
+                          "nothing was changed. Pass --resume (resume=True) if it is this run's directory, or choose "
+                          "another output directory")
+
+
+def _write_state(folder, latest, keep):
+    """Rewrite the ``checkpoint`` state file naming ``latest`` and up to ``keep - 1`` older checkpoint files."""
+    older = [name for name in checkpoint_files(folder) if step_of(name) < step_of(latest)][:max(keep - 1, 0)]
+    lines = [f'model_checkpoint_path: "{latest}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in reversed(older)]
+    lines += [f'all_model_checkpoint_paths: "{latest}"']
+    atomic_write(pathlib.Path(folder) / "checkpoint", "\n".join(lines) + "\n")
+
+
+# --- one run per run directory ---------------------------------------------------------------------------------------
+_HELD: dict[str, dict[str, Any]] = {}  # run directories this process has claimed: real path -> fd, count, ...
+
+
+def _lock(path, create):
+    """An fd of ``path`` holding an exclusive ``flock``; None when ``path`` does not exist (and not ``create``);
+    the holder's note (str) when another process holds it."""
+    for _ in range(50):
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            note = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return note or "another process"
+            raise
+        try:
+            same = os.path.samestat(os.stat(path), os.fstat(fd))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # its holder released and removed it between our open and flock: lock the new file
+    raise RunDirError(f"could not lock {path}: it keeps being replaced")
+
+
+class RunDirLock:
+    """A claim on a run directory for the life of a run: only one run writes it at a time.
+
+    Checks first (a fresh run into a directory with another run's files is refused by `refuse_existing_run`,
+    before anything is written), then takes an exclusive ``fcntl.flock`` on ``RUN_DIR/.lock`` (non-blocking: a
+    second run is refused at once, naming the directory and the process holding it). The operating system drops the
+    lock when the process dies, so a run killed with SIGKILL never blocks ``--resume``; `release` removes the file
+    (and the run directory when the claim created it and nothing else was written).
+
+    Only the chief of a multi-worker run claims (``chief=False``: the other workers of the same run only check for
+    checkpoints). A process that already holds the directory (`train` around its `Trainer`) claims it again
+    without checking. ``check=False`` skips the check (a `Trainer` fitting again).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from tfdehaze.train.engine import RunDirLock
+        >>> run_dir = pathlib.Path(tempfile.mkdtemp(), "run")
+        >>> with RunDirLock(run_dir) as claim:
+        ...     print(run_dir.is_dir(), (run_dir / ".lock").exists())
+        True True
+        >>> run_dir.exists()  # released: the lock file (and the empty directory it made) removed
+        False
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, resume: bool = False, chief: bool = True, check: bool = True):
+        self.run_dir = pathlib.Path(run_dir)
+        self._key = None
+        if not chief:
+            if check:
+                refuse_existing_run(self.run_dir, resume, files=())
+            return
+        key = os.path.realpath(self.run_dir)
+        if key in _HELD:
+            _HELD[key]["count"] += 1
+            self._key = key
+            return
+        path = self.run_dir / LOCK_FILE
+        fd = _lock(path, create=False) if self.run_dir.is_dir() else None
+        made_dir = made_file = False
+        try:
+            if isinstance(fd, str):
+                raise RunDirError(self._busy(fd))
+            if check:
+                refuse_existing_run(self.run_dir, resume)  # before anything is written
+            if fd is None:
+                made_dir = not self.run_dir.exists()
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                fd = _lock(path, create=True)
+                if isinstance(fd, str):
+                    raise RunDirError(self._busy(fd))
+                made_file = True
+                if check:
+                    refuse_existing_run(self.run_dir, resume)  # again under the lock: a run may have started since
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except BaseException:
+            if isinstance(fd, int):
+                _unlock(fd, path, made_file, made_dir)
+            raise
+        _HELD[key] = {"fd": fd, "count": 1, "path": path, "made_dir": made_dir}
+        self._key = key
+
+    def _busy(self, holder):
+        return (f"run directory {self.run_dir} is in use by another training run ({holder}); wait for it to end or "
+                "stop it, then continue it with --resume (resume=True)")
+
+    def release(self) -> None:
+        """Give the claim up (the lock is dropped when the last claim of this process on the directory is)."""
+        key, self._key = self._key, None
+        if key is None or key not in _HELD:
+            return
+        held = _HELD[key]
+        held["count"] -= 1
+        if held["count"] <= 0:
+            del _HELD[key]
+            _unlock(held["fd"], held["path"], True, held["made_dir"])
+
+    def __enter__(self) -> RunDirLock:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _unlock(fd, path, remove, remove_dir):
+    try:
+        if remove and os.path.samestat(os.stat(path), os.fstat(fd)):
+            os.unlink(path)  # while still locked: a waiting process then finds the file gone and makes a new one
+            if remove_dir:
+                os.rmdir(path.parent)  # only when empty
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _MetricsLog:
@@ -154,6 +332,7 @@ class _MetricsLog:
         atomic_write(self.path, text.getvalue())
 
     def append(self, row: Mapping[str, Any]) -> None:
+        """Append one row; a write that fails part way (a full disk) is cut back off, keeping the earlier rows."""
         header, _ = self._read()
         new = header is None
         if new:
@@ -161,12 +340,23 @@ class _MetricsLog:
         elif list(row) != header:
             raise RunDirError(f"{self.path} has columns {header}, but this run logs {list(row)}; "
                               "use a new run directory")
-        with open(self.path, "a", newline="") as file:
-            writer = csv.writer(file)
-            if new:
-                writer.writerow(header)
-            writer.writerow([row[key] for key in header])
-            file.flush()
+        size = 0 if new else self.path.stat().st_size
+        try:
+            with open(self.path, "a", newline="") as file:
+                writer = csv.writer(file)
+                if new:
+                    writer.writerow(header)
+                writer.writerow([row[key] for key in header])
+                file.flush()
+        except OSError as error:
+            try:
+                if new:
+                    self.path.unlink(missing_ok=True)
+                else:
+                    os.truncate(self.path, size)
+            except OSError:
+                pass
+            raise write_error(self.path, error, existed=not new) from error
 
 
 def _plugin_metadata(plugin, data_class):
@@ -260,6 +450,7 @@ class Trainer:
         self.sample_count = sample_count
         self.chief = is_chief(self.strategy)
         self._ready = False
+        self._claim = None
 
     # --- set-up -------------------------------------------------------------------------------------
     @property
@@ -278,14 +469,30 @@ class Trainer:
         return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def setup(self, resume: bool = False) -> int:
-        """Build the step, restore the latest checkpoint when ``resume``; returns the step to continue from.
+        """Claim the run directory (`RunDirLock`, held until `fit` ends), build the step, restore the latest
+        checkpoint when ``resume``; returns the step to continue from.
 
-        A fresh run (``resume=False``) into a directory that already has checkpoints raises `RunDirError`.
-        ``resume=True`` without any checkpoint starts from step 0.
+        A fresh run (``resume=False``) into a directory that already has checkpoints or another run's files, or a
+        directory another run is using, raises `RunDirError`. ``resume=True`` restores the newest checkpoint whose
+        files read back (a damaged one is skipped, saying why, on stderr); it starts from step 0 only when the
+        directory has no checkpoint at all, and raises `RunDirError` when it has some but none reads back.
         """
+        if self._claim is None:
+            self._claim = RunDirLock(self.run_dir, resume, chief=self.chief, check=not self._ready)
         if self._ready:
             return int(self.counters["step"].numpy())
-        refuse_existing_run(self.run_dir, resume)
+        try:
+            return self._setup(resume)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self):
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    def _setup(self, resume):
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -298,18 +505,12 @@ class Trainer:
         self.counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                          for name in ("step", "epoch", "offset")}
         self.checkpoint = tf.train.Checkpoint(**self.counters, **self.step.checkpoint_objects())
+        latest = self._restore_latest() if resume else None
         # Non-chief workers of a multi-worker run take part in saving (TensorFlow's multi-worker guide) but write
-        # into a throw-away folder.
+        # into a throw-away folder. (Made after the restore: that repairs a damaged state file the manager reads.)
         self._save_dir = self.checkpoint_dir if self.chief else pathlib.Path(tempfile.mkdtemp(prefix="tfdehaze-w"))
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self._save_dir), max_to_keep=self.keep,
                                                   step_counter=self.counters["step"])
-        latest = tf.train.latest_checkpoint(str(self.checkpoint_dir)) if resume else None
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            if self.verbose:
-                print(f"Resuming from {latest} (step {int(self.counters['step'].numpy())})")
-        elif resume and self.verbose:
-            print(f"No checkpoint in {self.checkpoint_dir}: starting from step 0")
         step = int(self.counters["step"].numpy())
         self._saved_step = step if latest else None
 
@@ -323,6 +524,40 @@ class Trainer:
             self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
         self._ready = True
         return step
+
+    def _restore_latest(self):
+        """Restore the newest checkpoint whose files read back and return its prefix (None: the run has none).
+
+        Candidates: the state file's checkpoints (latest first), then checkpoint files found by name (all of them
+        when the state file is unreadable). Skipped ones are reported on stderr; when the run has checkpoints but
+        none reads back, `RunDirError` names the files, and nothing is changed.
+        """
+        folder = self.checkpoint_dir
+        chosen, notes, listed = find_restorable(folder)
+        if chosen is None:
+            if has_checkpoints(self.run_dir):
+                raise RunDirError(f"cannot resume {self.run_dir}: no checkpoint in {folder} can be read back ("
+                                  + "; ".join(notes) + "). Nothing was changed; restore the files from a copy, or "
+                                  "start a fresh run in another directory")
+            if self.verbose:
+                print(f"No checkpoint in {folder}: starting from step 0")
+            return None
+        prefix = str(folder / chosen)
+        try:
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise RunDirError(f"cannot resume from {prefix}: it does not match this run's models and optimizers "
+                              f"({tf_reason(error)})") from None
+        step = int(self.counters["step"].numpy())
+        for note in notes:
+            print(f"Warning: {note}", file=sys.stderr)
+        if notes:
+            print(f"Resuming from {prefix} (step {step}), the newest checkpoint that reads back", file=sys.stderr)
+        elif self.verbose:
+            print(f"Resuming from {prefix} (step {step})")
+        if self.chief and listed[:1] != [chosen]:
+            _write_state(folder, chosen, self.keep)  # so the manager, and later resumes, start from it
+        return prefix
 
     # --- the loop -----------------------------------------------------------------------------------
     def fit(self, total_steps: int, resume: bool = False) -> dict[str, Any]:
@@ -365,9 +600,17 @@ class Trainer:
                     self.counters["offset"].assign(0)
             if self._saved_step != step:
                 self._save(step)
+        except communication_errors() as error:  # a multi-worker peer is gone: one message, no traceback
+            lost = worker_lost(self.strategy, error, tf.train.latest_checkpoint(str(self.checkpoint_dir)))
+            if lost is None:
+                raise
+            raise lost from None
         finally:
             if self.chief:
                 self.writer.flush()
+            else:  # nothing of a non-chief worker outlives the run
+                shutil.rmtree(self._save_dir, ignore_errors=True)
+            self._release()
         return self._finish(step, values)
 
     def _optimizer_lr(self):
@@ -395,7 +638,7 @@ class Trainer:
         folder = self.run_dir / "samples"
         folder.mkdir(exist_ok=True)
         png = tf.io.encode_png(tf.concat(tf.unstack(strip), axis=0))
-        atomic_save(folder / f"step-{step:07d}.png", lambda tmp: tf.io.write_file(tmp, png))
+        atomic_write(folder / f"step-{step:07d}.png", png.numpy())
 
     def _save(self, step):
         variables = [v for obj in self.step.checkpoint_objects().values() for v in obj.variables]
@@ -403,10 +646,33 @@ class Trainer:
             raise NonFiniteLossError(
                 f"weights became non-finite by step {step} (losses were finite); not saving. The last good "
                 f"checkpoint is kept ({self.manager.latest_checkpoint or 'none yet'}).", step, {})
-        self.manager.save(checkpoint_number=step)
+        try:
+            self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as error:
+            if isinstance(error, communication_errors()):
+                raise  # a lost multi-worker peer, not a write that failed: `fit` says so
+            prefix = self._save_dir / f"ckpt-{step}"
+            self._discard(prefix)
+            latest = self.manager.latest_checkpoint
+            reason = (error.strerror if isinstance(error, OSError) and error.strerror
+                      else tf_reason(error).rsplit("; ", 1)[-1])
+            message = (f"cannot write checkpoint {prefix}: {reason}; the earlier "
+                       f"checkpoints are kept (latest: {os.path.basename(latest) if latest else 'none yet'}). Make "
+                       "room, then continue with --resume (resume=True)")
+            failure = OSError(message)
+            failure.errno = getattr(error, "errno", None)
+            raise failure from error
         self._saved_step = step
         if not self.chief:
             shutil.rmtree(self._save_dir, ignore_errors=True)
+
+    def _discard(self, prefix):
+        """Remove what a failed save of checkpoint ``prefix`` left (never a checkpoint the state file names)."""
+        if os.path.basename(prefix) in checkpoint_state(prefix.parent)[0]:
+            return
+        shutil.rmtree(f"{prefix}_temp", ignore_errors=True)
+        for path in tf.io.gfile.glob(f"{prefix}.index") + tf.io.gfile.glob(f"{prefix}.data-*"):
+            pathlib.Path(path).unlink(missing_ok=True)
 
     def _finish(self, step, values):
         result = {"run_dir": self.run_dir, "step": step, "losses": values,

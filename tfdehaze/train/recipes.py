@@ -4,10 +4,15 @@
 applies ``--config FILE`` first, then its flags); ``Recipe.from_json(text)`` / ``recipe.to_json()`` round-trip.
 ``build_optimizer(recipe)`` makes the Keras Adam optimizer with the recipe's learning-rate schedule.
 
+Every field is checked by type and range when a recipe is made (`FIELDS`, `check_field`), whatever it comes from: a
+named recipe, a run's ``config.json``, ``--config FILE`` or a flag. Integers reject floats, booleans and strings.
+This module imports neither TensorFlow nor Keras until an optimizer is built, so the command line can check its
+arguments before TensorFlow starts.
+
 Learning-rate schedules (``lr_schedule["kind"]``), all driven by ``optimizer.iterations`` (restored on resume):
 
 - ``constant``
-- ``exponential``: ``decay_steps``, ``decay_rate``, ``staircase`` -> lr * rate ** (step / decay_steps)
+- ``exponential``: ``decay_steps``, ``decay_rate`` in (0, 1], ``staircase`` -> lr * rate ** (step / decay_steps)
   (``keras.optimizers.schedules.ExponentialDecay``)
 - ``step``: ``boundaries`` (steps), ``factor`` -> lr * factor ** (number of boundaries passed)
   (``PiecewiseConstantDecay``)
@@ -20,15 +25,194 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import pathlib
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
-import keras
+from tfdehaze.precision import POLICIES
 
-from tfdehaze.train.engine import DEFAULTS
+if TYPE_CHECKING:  # annotations only: Keras is imported when an optimizer is built
+    import keras
 
 SCHEDULE_KINDS = ("constant", "exponential", "step", "cosine_restarts")
 _SCHEDULE_STEP_KEYS = ("decay_steps", "boundaries", "first_decay_steps")
+
+# Intervals of the training loop (in steps) and the number of checkpoints kept: the recipe fields' defaults and
+# `tfdehaze.train.engine.Trainer`'s.
+DEFAULTS = {"checkpoint_every": 500, "log_every": 10, "sample_every": 500, "keep": 3}
+
+
+def _show(value: Any) -> str:
+    """A value as the JSON a recipe file would hold (``true``, ``"x"``, ``null``), else its repr."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class Rule(NamedTuple):
+    """The JSON type and range of one recipe value: ``kind`` is ``"integer"`` (not a float, not a boolean),
+    ``"number"`` (finite, not a boolean), ``"boolean"``, ``"string"`` (non-empty), ``"object"`` or ``"list"``;
+    ``low``/``high`` bound numbers (``open_low``/``open_high``: the bound itself is excluded); ``null``: None is
+    allowed; ``choices``: the strings allowed.
+
+    Examples:
+        >>> from tfdehaze.train.recipes import Rule
+        >>> Rule("number", 0, 1, open_high=True).describe()
+        'a number in [0, 1)'
+        >>> Rule("integer", 1, null=True).problem(2.0)
+        'must be a positive integer or null, got 2.0'
+        >>> Rule("boolean").problem(True) is None
+        True
+    """
+
+    kind: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    open_low: bool = False
+    open_high: bool = False
+    null: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """What the rule accepts, in words."""
+        kind = {"integer": "integer", "number": "number"}.get(self.kind)
+        if self.choices:
+            text = "one of " + ", ".join(f'"{choice}"' for choice in self.choices)
+        elif kind is None:
+            text = {"boolean": "true or false", "string": "a non-empty string", "object": "a JSON object",
+                    "list": "a JSON list"}[self.kind]
+        elif self.high is None and self.low == 0:
+            text = f"a positive {kind}" if self.open_low else f"a non-negative {kind}"
+        elif self.high is None and self.low == 1 and not self.open_low and kind == "integer":
+            text = "a positive integer"
+        elif self.high is None and self.low is not None:
+            text = f"a {kind} {'>' if self.open_low else '>='} {self.low}"
+        elif self.low is None and self.high is None:
+            text = f"an {kind}" if kind == "integer" else f"a {kind}"
+        else:
+            text = (f"a {kind} in {'(' if self.open_low else '['}{self.low}, {self.high}"
+                    f"{')' if self.open_high else ']'}")
+        return text + (" or null" if self.null else "")
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` follows the rule, else ``"must be ..., got ..."``."""
+        if value is None and self.null:
+            return None
+        if self.kind in ("integer", "number"):
+            ok = (isinstance(value, numbers.Integral if self.kind == "integer" else numbers.Real)
+                  and not isinstance(value, bool) and math.isfinite(value)
+                  and (self.low is None or (value > self.low if self.open_low else value >= self.low))
+                  and (self.high is None or (value < self.high if self.open_high else value <= self.high)))
+        else:
+            ok = isinstance(value, {"boolean": bool, "string": str, "object": dict, "list": list}[self.kind])
+            ok = ok and (self.kind != "string" or value != "") and (not self.choices or value in self.choices)
+        return None if ok else f"must be {self.describe()}, got {_show(value)}"
+
+
+_POSITIVE_INT = Rule("integer", 1)
+_POSITIVE = Rule("number", 0, open_low=True)
+_UNIT_INTERVAL_OPEN_HIGH = Rule("number", 0, 1, open_high=True)
+
+# The type and range of every recipe field (`losses`, `lr_schedule` and `data` have more structure, checked below).
+FIELDS: dict[str, Rule] = {
+    "model": Rule("string"), "model_kwargs": Rule("object"), "step": Rule("string"),
+    "step_options": Rule("object"), "losses": Rule("list"), "discriminator_kwargs": Rule("object"),
+    "learning_rate": _POSITIVE, "beta_1": _UNIT_INTERVAL_OPEN_HIGH, "beta_2": _UNIT_INTERVAL_OPEN_HIGH,
+    "clipnorm": _POSITIVE._replace(null=True), "global_clipnorm": _POSITIVE._replace(null=True),
+    "lr_schedule": Rule("object"), "batch_size": _POSITIVE_INT, "image_size": _POSITIVE_INT,
+    "crop_size": _POSITIVE_INT._replace(null=True), "flip": Rule("boolean"),
+    "steps": _POSITIVE_INT._replace(null=True), "epochs": _POSITIVE_INT._replace(null=True),
+    "checkpoint_every": _POSITIVE_INT, "log_every": _POSITIVE_INT, "sample_every": _POSITIVE_INT,
+    "keep": _POSITIVE_INT, "seed": Rule("integer", 0), "data": Rule("object", null=True),
+    "precision": Rule("string", choices=("auto",) + POLICIES),
+}
+
+# lr_schedule options by kind: (the option rules, the required options); "kind" and "unit" are allowed for every kind.
+SCHEDULE_OPTIONS: dict[str, tuple[dict[str, Rule], tuple[str, ...]]] = {
+    "constant": ({}, ()),
+    "exponential": ({"decay_steps": _POSITIVE_INT, "decay_rate": Rule("number", 0, 1, open_low=True),
+                     "staircase": Rule("boolean")}, ("decay_steps", "decay_rate")),
+    "step": ({"boundaries": Rule("list"), "factor": _POSITIVE}, ("boundaries", "factor")),
+    "cosine_restarts": ({"first_decay_steps": _POSITIVE_INT, "t_mul": _POSITIVE, "m_mul": _POSITIVE,
+                         "alpha": Rule("number", 0, 1)}, ("first_decay_steps",)),
+}
+
+
+def _schedule_problem(key: str, value: Any, rule: Rule | None) -> str | None:
+    """What is wrong with the value of one ``lr_schedule`` option (None: nothing)."""
+    if key == "kind":
+        return None
+    if key == "unit":
+        return None if value in ("steps", "epochs") else f'must be "steps" or "epochs", got {_show(value)}'
+    problem = rule.problem(value)
+    if problem is None and key == "boundaries":
+        bad = [b for b in value if _POSITIVE_INT.problem(b)]
+        if bad:
+            return f"must hold positive integers, got {_show(bad[0])}"
+        if value != sorted(set(value)):
+            return f"must be increasing, got {_show(value)}"
+    return problem
+
+
+def check_field(name: str, value: Any) -> None:
+    """Raise ValueError naming the field when ``value`` is not a valid value of recipe field ``name`` (its type and
+    range in `FIELDS`; the structure of ``losses``, ``lr_schedule`` and ``data``).
+
+    Examples:
+        >>> from tfdehaze.train.recipes import check_field
+        >>> check_field("steps", 100)
+        >>> check_field("steps", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: recipe field steps must be a positive integer or null, got 0
+        >>> check_field("flip", "yes")
+        Traceback (most recent call last):
+        ...
+        ValueError: recipe field flip must be true or false, got "yes"
+        >>> check_field("lr_schedule", {"kind": "exponential", "decay_steps": 100, "decay_rate": "x"})
+        Traceback (most recent call last):
+        ...
+        ValueError: recipe field lr_schedule.decay_rate must be a number in (0, 1], got "x"
+    """
+    if name not in FIELDS:
+        raise ValueError(f"unknown recipe field {name!r}; known: {sorted(FIELDS)}")
+    problem = FIELDS[name].problem(value)
+    if problem:
+        raise ValueError(f"recipe field {name} {problem}")
+    if name == "losses":
+        if not value or not all(isinstance(t, dict) and isinstance(t.get("type"), str) for t in value):
+            raise ValueError(f"recipe field losses must be a non-empty list of {{'type': NAME, 'weight': W, ...}} "
+                             f"objects, got {value!r}")
+        for i, term in enumerate(value):
+            problem = Rule("number").problem(term.get("weight", 1.0))
+            if problem:
+                raise ValueError(f"recipe field losses[{i}].weight ({term['type']}) {problem}")
+    elif name == "lr_schedule":
+        kind = value.get("kind")
+        if kind not in SCHEDULE_KINDS:
+            raise ValueError(f"lr_schedule kind {kind!r} is not one of {SCHEDULE_KINDS}")
+        rules, required = SCHEDULE_OPTIONS[kind]
+        unknown = sorted(set(value) - set(rules) - {"kind", "unit"})
+        if unknown:
+            raise ValueError(f"recipe field lr_schedule: unknown option(s) {unknown} for kind {kind!r}; known: "
+                             f"{', '.join(sorted(rules) + ['unit'])}")
+        missing = [key for key in required if key not in value]
+        if missing:
+            raise ValueError(f"recipe field lr_schedule: kind {kind!r} needs {', '.join(missing)}")
+        for key in value:
+            problem = _schedule_problem(key, value[key], rules.get(key))
+            if problem:
+                raise ValueError(f"recipe field lr_schedule.{key} {problem}")
+    elif name == "data" and value is not None:
+        if set(value) not in ({"manifest"}, {"hazy", "clear"}):
+            raise ValueError(f"recipe data must be {{'manifest': CSV}} or {{'hazy': DIR, 'clear': DIR}}, "
+                             f"got {value!r}")
+        for key, path in value.items():
+            problem = Rule("string").problem(path)
+            if problem:
+                raise ValueError(f"recipe field data.{key} {problem}")
 
 
 @dataclasses.dataclass
@@ -50,8 +234,12 @@ class Recipe:
     steps or epochs: training length (exactly one). checkpoint_every / log_every / sample_every: in steps;
         keep: number of checkpoints kept.
     seed: weights initialisation, shuffling and augmentation.
+    precision: the Keras dtype policy, ``"float32"``, ``"mixed_bfloat16"``, ``"mixed_float16"`` or ``"auto"`` (what
+        the hardware runs fastest, `tfdehaze.precision.resolve`); checkpoints restore in any precision.
     data: where the training pairs are: ``{"manifest": CSV}`` or ``{"hazy": DIR, "clear": DIR}``; None means the
         bundled sample set. A run records the pairs it used as ``data.csv`` and points ``data`` at it.
+
+    Each field's type and range is in `FIELDS` (checked by `check_field` when a recipe is made).
 
     Examples:
         >>> from tfdehaze.train import Recipe
@@ -66,6 +254,10 @@ class Recipe:
         Traceback (most recent call last):
         ...
         ValueError: give steps or epochs, not both (steps=1000, epochs=2)
+        >>> recipe.replace(batch_size=2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: recipe field batch_size must be a positive integer, got 2.0
     """
 
     model: str
@@ -92,36 +284,19 @@ class Recipe:
     keep: int = DEFAULTS["keep"]
     seed: int = 0
     data: Optional[dict] = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("model_kwargs", "step_options", "discriminator_kwargs", "lr_schedule"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"recipe field {name} must be a JSON object, got {getattr(self, name)!r}")
-        if (not isinstance(self.losses, list) or not self.losses
-                or not all(isinstance(t, dict) and isinstance(t.get("type"), str) for t in self.losses)):
-            raise ValueError(f"recipe field losses must be a non-empty list of {{'type': NAME, 'weight': W, ...}} "
-                             f"objects, got {self.losses!r}")
-        for name in ("learning_rate", "beta_1", "beta_2"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"recipe field {name} must be a non-negative number, got {value!r}")
-        for name in ("batch_size", "image_size", "checkpoint_every", "log_every", "sample_every", "keep"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"recipe field {name} must be a positive integer, got {value!r}")
-        for name in ("steps", "epochs", "crop_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"recipe field {name} must be a positive integer or null, got {value!r}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            check_field(field.name, value)
+            if isinstance(value, numbers.Number) and not isinstance(value, (bool, int, float)):
+                # a NumPy scalar: the plain Python number, so the recipe stays JSON
+                setattr(self, field.name, int(value) if isinstance(value, numbers.Integral) else float(value))
         if self.steps is not None and self.epochs is not None:
             raise ValueError(f"give steps or epochs, not both (steps={self.steps}, epochs={self.epochs})")
         if self.crop_size is not None and self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} is larger than image_size {self.image_size}")
-        if self.lr_schedule.get("kind") not in SCHEDULE_KINDS:
-            raise ValueError(f"lr_schedule kind {self.lr_schedule.get('kind')!r} is not one of {SCHEDULE_KINDS}")
-        if self.data is not None and set(self.data) not in ({"manifest"}, {"hazy", "clear"}):
-            raise ValueError(f"recipe data must be {{'manifest': CSV}} or {{'hazy': DIR, 'clear': DIR}}, "
-                             f"got {self.data!r}")
 
     def replace(self, **changes: Any) -> Recipe:
         """A deep copy with some fields changed (validated); unknown field names raise ValueError."""
@@ -275,6 +450,8 @@ def build_schedule(recipe: Recipe, steps_per_epoch: int | None = None
         for key in set(_SCHEDULE_STEP_KEYS) & set(params):
             value = params[key]
             params[key] = [v * steps_per_epoch for v in value] if isinstance(value, list) else value * steps_per_epoch
+    import keras
+
     lr = recipe.learning_rate
     schedules = keras.optimizers.schedules
     try:
@@ -306,9 +483,45 @@ def build_optimizer(recipe: Recipe, steps_per_epoch: int | None = None) -> keras
         >>> build_optimizer(get_recipe("guided-pix2pix")).beta_1
         0.5
     """
+    import keras
+
     return keras.optimizers.Adam(learning_rate=build_schedule(recipe, steps_per_epoch),
                                  beta_1=recipe.beta_1, beta_2=recipe.beta_2, clipnorm=recipe.clipnorm,
                                  global_clipnorm=recipe.global_clipnorm)
+
+
+def _read_fields(path: pathlib.Path, what: str) -> dict[str, Any]:
+    """The JSON object of recipe fields in ``path``; ValueError naming the file when it is not one."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a JSON file")
+    if not path.exists():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        fields = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 JSON text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be read: {error.strerror or error}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object of recipe fields, not {type(fields).__name__}")
+    return fields
+
+
+def _check_data_paths(data: dict[str, str]) -> None:
+    """ValueError when a ``data`` path is missing or of the wrong kind (a manifest is a file, the others folders)."""
+    for key, value in data.items():
+        path = pathlib.Path(value)
+        if key == "manifest":
+            if path.is_dir():
+                raise ValueError(f"manifest {path} is a folder, not a CSV file")
+            if not path.is_file():
+                raise ValueError(f"manifest {path} does not exist")
+        elif path.exists() and not path.is_dir():
+            raise ValueError(f"data folder {path} is a file, not a folder of {key} images")
+        elif not path.is_dir():
+            raise ValueError(f"data folder {path} does not exist")
 
 
 def resolve(name: str, run_dir: str | pathlib.Path | None = None, resume: bool = False,
@@ -316,36 +529,54 @@ def resolve(name: str, run_dir: str | pathlib.Path | None = None, resume: bool =
             data: dict | None = None, teacher: str | pathlib.Path | None = None,
             loss_options: dict[str, dict] | None = None, **fields: Any) -> Recipe:
     """The recipe of a run, in the order the command line applies them: the named recipe (or, when resuming,
-    the run's own ``config.json``), then ``config_file`` (a JSON object of recipe fields), then ``model_args``
-    (merged into ``model_kwargs``), ``data`` (``{"hazy", "clear"}`` folders or ``{"manifest"}``, checked to exist)
-    and the other recipe ``fields`` (None values are ignored; ``steps`` clears ``epochs`` and vice versa);
-    ``teacher``, a run directory, goes into ``step_options`` (distillation recipes); ``loss_options``
-    ``{type: {option: value}}`` sets options of every loss term of that type (e.g. the VGG19 weights file of
-    ``perceptual``).
+    the run's own ``config.json``), then ``config_file`` (a JSON object of recipe fields; one of ``steps`` /
+    ``epochs`` clears the other), then ``model_args`` (merged into ``model_kwargs``), ``data`` (``{"hazy",
+    "clear"}`` folders or ``{"manifest"}``, checked to exist) and the other recipe ``fields`` (None values are
+    ignored; ``steps`` clears ``epochs`` and vice versa); ``teacher``, a run directory, goes into ``step_options``
+    (distillation recipes); ``loss_options`` ``{type: {option: value}}`` sets options of every loss term of that
+    type (e.g. the VGG19 weights file of ``perceptual``).
+
+    Every value is checked by type and range (`check_field`); an error in a file names the file.
 
     Examples:
         >>> resolve("minet", steps=10, model_args={"filters": 8}).model_kwargs
         {'filters': 8}
+        >>> import json, pathlib, tempfile
+        >>> config = pathlib.Path(tempfile.mkdtemp()) / "small.json"
+        >>> _ = config.write_text(json.dumps({"epochs": 2, "flip": "yes"}))
+        >>> resolve("minet", config_file=config)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: config file .../small.json: recipe field flip must be true or false, got "yes"
+        >>> resolve("minet", steps=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: recipe field steps must be a positive integer or null, got 0
     """
     recipe = get_recipe(name)
     saved = pathlib.Path(run_dir) / "config.json" if run_dir is not None else None
     if resume and saved is not None and saved.exists():
-        recipe = Recipe.from_json(saved.read_text())
+        saved_fields = _read_fields(saved, "run config")
+        try:
+            recipe = Recipe.from_dict(saved_fields)
+        except ValueError as error:
+            raise ValueError(f"run config {saved}: {error}") from None
         if recipe.model != get_recipe(name).model:
             raise ValueError(f"{saved} is a run of model {recipe.model!r}, not {name!r}")
     if config_file is not None:
         path = pathlib.Path(config_file)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        try:
-            overrides = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
-        if not isinstance(overrides, dict):
-            raise ValueError(f"config file {path} must hold a JSON object of recipe fields")
+        overrides = _read_fields(path, "config file")
         if "model" in overrides and overrides["model"] != recipe.model:
             raise ValueError(f"config file {path} is for model {overrides['model']!r}, not {recipe.model!r}")
-        recipe = recipe.replace(**overrides)
+        for one, other in (("steps", "epochs"), ("epochs", "steps")):
+            if overrides.get(one) is not None and other not in overrides:
+                overrides[other] = None  # the file gives the training length one way: it replaces the other
+        try:
+            recipe = recipe.replace(**overrides)
+            if "data" in overrides and recipe.data is not None and not data:
+                _check_data_paths(recipe.data)
+        except ValueError as error:
+            raise ValueError(f"config file {path}: {error}") from None
     changes = {key: value for key, value in fields.items() if value is not None}
     if changes.get("steps") is not None:
         changes["epochs"] = None
@@ -354,6 +585,8 @@ def resolve(name: str, run_dir: str | pathlib.Path | None = None, resume: bool =
     if model_args:
         changes["model_kwargs"] = {**recipe.model_kwargs, **model_args}
     if teacher is not None:
+        if pathlib.Path(teacher).exists() and not pathlib.Path(teacher).is_dir():
+            raise ValueError(f"teacher {teacher} is a file, not a run directory")
         if not pathlib.Path(teacher).is_dir():
             raise ValueError(f"teacher run directory {teacher} does not exist")
         changes["step_options"] = {**recipe.step_options, "teacher": str(pathlib.Path(teacher).resolve())}
@@ -363,9 +596,6 @@ def resolve(name: str, run_dir: str | pathlib.Path | None = None, resume: bool =
             raise ValueError(f"the recipe of {recipe.model!r} has no {unknown} loss term to set options on")
         changes["losses"] = [{**term, **loss_options.get(term["type"], {})} for term in recipe.losses]
     if data:
-        for key, value in data.items():
-            path = pathlib.Path(value)
-            if not (path.is_file() if key == "manifest" else path.is_dir()):
-                raise ValueError(f"{'manifest' if key == 'manifest' else 'data folder'} {path} does not exist")
+        _check_data_paths(data)
         changes["data"] = {key: str(pathlib.Path(value).resolve()) for key, value in data.items()}
     return recipe.replace(**changes)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
+from tfdehaze import precision
 from tfdehaze.models import registry
 from tfdehaze.registry import MODELS, STEPS
 from tfdehaze.train import steps as _steps  # noqa: F401  (registers the step kinds)
-from tfdehaze.train.engine import RunDirError, Trainer, refuse_existing_run
+from tfdehaze.train.engine import RunDirError, RunDirLock, Trainer
 from tfdehaze.train.recipes import Recipe, get_recipe
 from tfdehaze.train.strategy import is_chief, make_strategy
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Fields a resumed run may change; any other difference from the run's config.json is refused.
-RESUMABLE_CHANGES = ("steps", "epochs", "checkpoint_every", "log_every", "sample_every", "keep", "data")
+RESUMABLE_CHANGES = ("steps", "epochs", "checkpoint_every", "log_every", "sample_every", "keep", "data",
+                     "precision")
 
 
 def default_run_dir(model_name: str) -> pathlib.Path:
@@ -130,36 +132,45 @@ def train(recipe: Recipe | str, pairs: pd.DataFrame | None = None, run_dir: str 
     # First TensorFlow work of the run: MultiWorkerMirroredStrategy must exist before TensorFlow initialises devices.
     strategy = make_strategy(distribute)
     chief = is_chief(strategy)
-    refuse_existing_run(run_dir, resume)
-    if resume:
-        _check_resumable(run_dir, recipe)
-    if pairs is None:
-        pairs = load_pairs(recipe.data)
-    if validate:
-        datasets.validate(pairs)
-    steps_per_epoch, total_steps = _training_length(recipe, len(pairs))
+    # Checks the directory (another run's files, another live run), then locks it for the whole run: before
+    # anything is written into it.
+    # The dtype policy every model, teacher and loss network of the run is built under (checkpoints hold float32
+    # variables in every policy, so a run may resume in another precision).
+    policy, why = precision.resolve(recipe.precision)
+    with RunDirLock(run_dir, resume, chief=chief), precision.policy(policy):
+        if verbose and chief:
+            print(f"Precision: {policy} ({why})")
+        if resume:
+            _check_resumable(run_dir, recipe)
+        if pairs is None:
+            pairs = load_pairs(recipe.data)
+        if validate:
+            datasets.validate(pairs)
+        steps_per_epoch, total_steps = _training_length(recipe, len(pairs))
 
-    # Models, teacher and losses (e.g. the VGG19 weights file) before anything is written into the run directory.
-    keras.utils.set_random_seed(recipe.seed)
-    with strategy.scope():
-        model = registry.build(recipe.model, **recipe.model_kwargs)
-        step = step_kind.obj.from_recipe(recipe, model, steps_per_epoch)
+        # Models, teacher and losses (e.g. the VGG19 weights file) before anything is written into the run directory.
+        keras.utils.set_random_seed(recipe.seed)
+        with strategy.scope():
+            model = registry.build(recipe.model, **recipe.model_kwargs)
+            step = step_kind.obj.from_recipe(recipe, model, steps_per_epoch)
+        registry.check_training_size(step, recipe.crop_size or recipe.image_size,
+                                     "crop_size" if recipe.crop_size else "image_size")
 
-    pairs = pairs.assign(**{column: [os.path.abspath(path) for path in pairs[column]]
-                            for column in ("hazy", "clear", "transmission") if column in pairs})
-    manifest = run_dir / "data.csv"
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        datasets.write_manifest(pairs, manifest)
-    recipe = recipe.replace(data={"manifest": str(manifest.resolve())})
-    # Transmission maps enter the batch when the data has them and a loss term reads them (KDDN's WFMIL).
-    with_transmission = "transmission" in pairs and any(term.reads("transmission") for term in step.terms)
+        pairs = pairs.assign(**{column: [os.path.abspath(path) for path in pairs[column]]
+                                for column in ("hazy", "clear", "transmission") if column in pairs})
+        manifest = run_dir / "data.csv"
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            datasets.write_manifest(pairs, manifest)
+        recipe = recipe.replace(data={"manifest": str(manifest.resolve())})
+        # Transmission maps enter the batch when the data has them and a loss term reads them (KDDN's WFMIL).
+        with_transmission = "transmission" in pairs and any(term.reads("transmission") for term in step.terms)
 
-    def dataset_for_epoch(epoch):
-        return pipeline.paired_dataset(pairs, image_size=recipe.image_size, crop_size=recipe.crop_size,
-                                       flip=recipe.flip, batch_size=recipe.batch_size, shuffle=True,
-                                       repeat=False, seed=recipe.seed + epoch, validate=False,
-                                       with_transmission=with_transmission)
+        def dataset_for_epoch(epoch):
+            return pipeline.paired_dataset(pairs, image_size=recipe.image_size, crop_size=recipe.crop_size,
+                                           flip=recipe.flip, batch_size=recipe.batch_size, shuffle=True,
+                                           repeat=False, seed=recipe.seed + epoch, validate=False,
+                                           with_transmission=with_transmission)
 
-    trainer = Trainer(step, dataset_for_epoch, run_dir, strategy=strategy, config=recipe, verbose=verbose)
-    return trainer.fit(total_steps, resume=resume)
+        trainer = Trainer(step, dataset_for_epoch, run_dir, strategy=strategy, config=recipe, verbose=verbose)
+        return trainer.fit(total_steps, resume=resume)

@@ -127,11 +127,19 @@ class Step(abc.ABC):
         self.strategy = strategy
         self.global_batch_size = int(global_batch_size)
         self._manual_clip = getattr(self, "_manual_clip", {})  # build may be called again (e.g. by the Trainer)
+        self._scalers = getattr(self, "_scalers", {})          # optimizer id -> LossScaleOptimizer (float16)
         with strategy.scope():
             self.build_models(example_batch)
+            float16 = _computes_in_float16(self.checkpoint_objects().values())
             for optimizer, variables in self.optimizers_and_variables():
                 if not optimizer.built:
                     optimizer.build(variables)
+                if float16 and id(optimizer) not in self._scalers:
+                    # Loss scaling wraps the optimizer for the update only: the checkpoint keeps the plain
+                    # optimizer, so a run restores in any precision (the scale restarts at 2**15 and adapts).
+                    scaler = keras.optimizers.LossScaleOptimizer(optimizer)
+                    scaler.build(variables)
+                    self._scalers[id(optimizer)] = scaler
                 if strategy.num_replicas_in_sync > 1:
                     for kind in ("clipnorm", "global_clipnorm"):
                         if getattr(optimizer, kind, None):
@@ -159,20 +167,35 @@ class Step(abc.ABC):
             return 0.0
         return tf.nn.scale_regularization_loss(tf.add_n(model.losses))
 
+    def gradients(self, tape: tf.GradientTape, optimizer: keras.optimizers.Optimizer, loss: tf.Tensor,
+                  variables: Sequence[tf.Variable]) -> list[tf.Tensor]:
+        """``tape.gradient(loss, variables)``; under ``mixed_float16`` of the loss scaled by the optimizer's loss
+        scale (`apply_gradients` unscales them)."""
+        scaler = self._scalers.get(id(optimizer))
+        if scaler is None:
+            return tape.gradient(loss, variables)
+        # d(scale * loss) = scale * d(loss): the backward pass starts from the scale (the tape has closed).
+        return tape.gradient(loss, variables, output_gradients=tf.cast(scaler.dynamic_scale, loss.dtype))
+
     def apply_gradients(self, optimizer: keras.optimizers.Optimizer, grads: Sequence[tf.Tensor],
                         variables: Sequence[tf.Variable]) -> None:
-        """``optimizer.apply_gradients``, clipping the global (not the per-replica) gradient when distributed."""
+        """``optimizer.apply_gradients``, clipping the global (not the per-replica) gradient when distributed;
+        under ``mixed_float16`` through its `keras.optimizers.LossScaleOptimizer` (a step whose gradients are not
+        finite is skipped and the scale halved)."""
+        scaler = self._scalers.get(id(optimizer))
         clip = self._manual_clip.get(id(optimizer))
         if clip is not None:
             kind, value = clip
             context = tf.distribute.get_replica_context()
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            scale = tf.cast(scaler.dynamic_scale, tf.float32) if scaler is not None else 1.0
+            grads = [g / scale for g in grads]
             if kind == "clipnorm":
                 grads = [tf.clip_by_norm(g, value) for g in grads]
             else:
                 grads, _ = tf.clip_by_global_norm(grads, value)
-            grads = [g / context.num_replicas_in_sync for g in grads]
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
+            grads = [g * scale / context.num_replicas_in_sync for g in grads]
+        (scaler or optimizer).apply_gradients(zip(grads, variables, strict=True))
 
     def context(self, batch: dict, outputs: Any) -> dict:
         """The named values loss terms may read: the batch's images, ``dehazed`` and the model's ``outputs``."""
@@ -181,6 +204,13 @@ class Step(abc.ABC):
     def predict(self, batch: dict) -> tf.Tensor:
         """The exported model's restored image for a batch (inference mode), for sample images."""
         return _output(self.export_model(batch["hazy"], training=False), self.output_key)
+
+
+def _computes_in_float16(objects: Any) -> bool:
+    """Whether any layer of the given models (or their sub-layers) computes in float16 (loss scaling needed)."""
+    layers = [layer for obj in objects if isinstance(obj, keras.layers.Layer)
+              for layer in obj._flatten_layers(include_self=True, recursive=True)]
+    return any(layer.compute_dtype == "float16" for layer in layers)
 
 
 def _terms(losses: _Losses) -> list[losses_lib.Term]:
@@ -277,7 +307,7 @@ class SupervisedStep(Step):
             outputs = self.model(self.model_input(batch), training=True)
             per_example, parts = losses_lib.total(self.terms, self.context(batch, outputs))
             loss = self.average(per_example) + self.regularization(self.model)
-        self.apply_gradients(self.optimizer, tape.gradient(loss, variables), variables)
+        self.apply_gradients(self.optimizer, self.gradients(tape, self.optimizer, loss, variables), variables)
         return _log("", loss, parts, self.average)
 
 
@@ -362,8 +392,8 @@ class GANStep(Step):
             per_example, parts = losses_lib.total(
                 self.terms, {**self.context(batch, outputs), "fake_logits": fake_logits})
             g_loss = self.average(per_example) + self.regularization(self.model)
-        g_grads = g_tape.gradient(g_loss, g_vars)
-        d_grads = d_tape.gradient(d_loss, d_vars)
+        g_grads = self.gradients(g_tape, self.g_optimizer, g_loss, g_vars)
+        d_grads = self.gradients(d_tape, self.d_optimizer, d_loss, d_vars)
         self.apply_gradients(self.g_optimizer, g_grads, g_vars)
         self.apply_gradients(self.d_optimizer, d_grads, d_vars)
         return {**_log("g_", g_loss, parts, self.average), "d_loss": d_loss}
@@ -534,5 +564,5 @@ class DistillationStep(Step):
                        "teacher_features": teacher_features, "student_features": student_features}
             per_example, parts = losses_lib.total(self.terms, context)
             loss = self.average(per_example) + self.regularization(self.model)
-        self.apply_gradients(self.optimizer, tape.gradient(loss, variables), variables)
+        self.apply_gradients(self.optimizer, self.gradients(tape, self.optimizer, loss, variables), variables)
         return _log("", loss, parts, self.average)
