@@ -4,7 +4,8 @@ size, side by side, and (``--ops``) TensorFlow's own per-op-type profile of one 
     python benchmarks/minet_profile.py [--size 460x620] [--threads T] [--rounds 7] [--max-isa ISA] [--ops] [--quick]
 
 Blocks (at half the input size, 64 channels, as inside `MINetOfficial`): the 3x3 convolution (dilation 1, 2, 4: Keras
-dilates through SpaceToBatchND, ``tf.nn.conv2d(dilations=...)`` asks oneDNN directly), instance norm + ReLU
+dilates through SpaceToBatchND, ``tf.nn.conv2d(dilations=...)`` asks oneDNN directly, and
+`tfdehaze.layers.implicit.conv2d_same` picks by CPU, see `tfdehaze.layers.normalization.cpu_isa`), instance norm + ReLU
 (`tfdehaze.layers.InstanceNormalization`, Keras' ``GroupNormalization(groups=-1)`` which it replaced, PyTorch's
 ``F.instance_norm``), the shared smoothing depthwise convolution (3x3, 7x7) and the residual add. Each is called
 ``--rounds`` times, interleaved; the table gives the median CPU milliseconds of the process per call (steady on a
@@ -26,6 +27,7 @@ _ISAS = {"AVX2": "avx2", "AVX512_CORE": "avx512"}      # oneDNN's name -> PyTorc
 
 
 def _blocks(tf, keras, torch, h, w, c):
+    from tfdehaze.layers.implicit import conv2d_same
     from tfdehaze.layers.normalization import InstanceNormalization
 
     rng = tf.random.Generator.from_seed(0)
@@ -39,6 +41,7 @@ def _blocks(tf, keras, torch, h, w, c):
         conv.build(x.shape)
         conv.kernel.assign(kernel)
         blocks[f"conv 3x3 d{d}, Keras Conv2D"] = ("tf", tf.function(conv))
+        blocks[f"conv 3x3 d{d}, tfdehaze conv2d_same"] = ("tf", tf.function(lambda t, conv=conv: conv2d_same(conv, t)))
         if d > 1:
             blocks[f"conv 3x3 d{d}, tf.nn.conv2d"] = ("tf", tf.function(
                 lambda t, d=d: tf.nn.conv2d(t, kernel, 1, "SAME", dilations=d)))
@@ -103,7 +106,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--max-isa", choices=sorted(_ISAS), help="emulate an older CPU (see the module docstring)")
     parser.add_argument("--ops", action="store_true", help="also profile one forward of the network per op type")
-    parser.add_argument("--quick", action="store_true", help="32x32 blocks, 2 rounds: checks the script runs")
+    parser.add_argument("--quick", action="store_true", help="a 64x64 input, 2 rounds: checks the script runs")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.rounds = "64x64", 2
@@ -133,14 +136,17 @@ def main(argv=None):
         for name, (kind, run) in blocks.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             out = run(x)
-            _ = out.numpy()[0, 0, 0, 0] if kind == "tf" else float(out[0, 0, 0, 0])
+            _ = out[0, 0, 0, 0].numpy() if kind == "tf" else float(out[0, 0, 0, 0])
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
     if context is not None:
         context.__exit__(None, None, None)
     isa = f", instruction sets capped at {args.max_isa}" if args.max_isa else ""
+    from tfdehaze.layers.normalization import cpu_isa
+
     print(f"MI-Net blocks at {h}x{w}x64 (input {size[0]}x{size[1]}), {args.rounds} interleaved rounds, "
-          f"{args.threads} threads{isa}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"{args.threads} threads{isa} (tfdehaze kernels for: {cpu_isa()}); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'block':<42} {'CPU ms':>8} {'wall ms':>8}")
     for name in sorted(blocks, key=lambda n: (n.split(",")[0], n)):
         print(f"{name:<42} {1000 * statistics.median(cpu[name]):>8.2f} {1000 * statistics.median(wall[name]):>8.2f}")
