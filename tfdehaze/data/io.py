@@ -62,6 +62,15 @@ class ImageError(ValueError):
     """
 
 
+def _read_error(name, error: OSError) -> ImageError:
+    """The ImageError for a file that cannot be opened: missing, a folder, or another OS error."""
+    if isinstance(error, FileNotFoundError):
+        return ImageError(f"{name}: no such file")
+    if isinstance(error, IsADirectoryError):
+        return ImageError(f"{name}: is a folder, not an image file")
+    return ImageError(f"{name}: cannot be read ({error.strerror or error})")
+
+
 def max_pixels() -> int:
     """The pixel limit of every image reader: ``$TFDEHAZE_MAX_PIXELS`` if set, else `DEFAULT_MAX_PIXELS`.
 
@@ -218,12 +227,8 @@ def header_size(source: str | os.PathLike | bytes, name: str | os.PathLike | Non
         name = source if name is None else name
         try:
             stream = open(source, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise ImageError(f"{name}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{name}: is a folder, not an image file") from None
         except OSError as e:
-            raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from None
+            raise _read_error(name, e) from None
     try:
         with stream:
             return _header_size(stream)
@@ -333,12 +338,8 @@ def decode(path: str | os.PathLike) -> np.ndarray:
     path = pathlib.Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image file") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise _read_error(path, e) from None
     return decode_bytes(data, path)
 
 
