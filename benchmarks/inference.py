@@ -25,17 +25,12 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _timing  # noqa: E402  benchmarks/_timing.py
 import tensorflow as tf  # noqa: E402
 
 
 def _time(fn, x, repeats):
-    fn(x)                                     # trace / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(x)
-        tf.nest.map_structure(lambda t: t.numpy(), out)
-        times.append(time.perf_counter() - start)
+    times = _timing.timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(x)), repeats)
     return statistics.median(times), min(times)
 
 

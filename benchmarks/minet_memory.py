@@ -16,7 +16,8 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
+
+import _timing  # benchmarks/_timing.py
 
 
 def child(size, steps, recompute, filters, repeats):
@@ -43,12 +44,7 @@ def child(size, steps, recompute, filters, repeats):
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    train_step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        train_step().numpy()
-        times.append(time.perf_counter() - start)
+    times = _timing.timed(lambda: train_step().numpy(), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"base_mb": base, "peak_mb": peak, "step_s": statistics.median(times)}))
 

@@ -13,10 +13,10 @@ import os
 import pathlib
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _timing  # noqa: E402  benchmarks/_timing.py
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -27,13 +27,7 @@ from tfdehaze.serving.client import encode_image  # noqa: E402
 
 
 def median_ms(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(_timing.timed(fn, runs))
 
 
 def main():

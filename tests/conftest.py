@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One cache of the guided filter's compiled C++ kernel for the session and its subprocesses, also for the tests
+# that point TFDEHAZE_HOME at a temporary folder (each would compile it again, ~15 s).
+os.environ.setdefault("TFDEHAZE_NATIVE_DIR", str(pathlib.Path(
+    os.environ.get("TFDEHAZE_HOME") or pathlib.Path.home() / ".cache" / "tfdehaze") / "native"))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # `import harness` from any test file
 
 REFERENCE = pathlib.Path(os.environ.get(

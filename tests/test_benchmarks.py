@@ -1,5 +1,6 @@
 """Every script in benchmarks/ runs with ``--quick`` (tiny sizes, one repeat, seconds) and prints its table, so none
 rots; every figure of the README's "Measured" table names the command that prints it."""
+import concurrent.futures
 import os
 import pathlib
 import re
@@ -9,14 +10,31 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BENCHMARKS = sorted(path.name for path in (REPO / "benchmarks").glob("*.py"))
+BENCHMARKS = sorted(path.name for path in (REPO / "benchmarks").glob("*.py") if not path.name.startswith("_"))
+TEST = "test_benchmark_runs_quick_and_prints_a_table"
+
+
+@pytest.fixture(scope="module")
+def quick_runs(request, tmp_path_factory):
+    """The ``--quick`` runs of the selected benchmarks, three at a time: each is mostly the start-up of Python and
+    TensorFlow in its processes, which uses one core; the figures of a quick run mean nothing anyway."""
+    selected = [item.callspec.params["script"] for item in request.session.items
+                if getattr(item, "originalname", None) == TEST]
+
+    def run(script):
+        tmp = tmp_path_factory.mktemp(script.removesuffix(".py"))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp)}     # scratch runs land in tmp
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick"], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    pool = concurrent.futures.ThreadPoolExecutor(3)
+    yield {script: pool.submit(run, script) for script in selected}
+    pool.shutdown(wait=True)
 
 
 @pytest.mark.parametrize("script", BENCHMARKS)
-def test_benchmark_runs_quick_and_prints_a_table(script, tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)}     # scratch runs land in tmp_path
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+def test_benchmark_runs_quick_and_prints_a_table(script, quick_runs):
+    done = quick_runs[script].result()
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]

@@ -59,3 +59,32 @@ def test_precision_loads_a_named_model_under_the_policy(tmp_path):
     error = float(tf.reduce_mean(tf.abs(full - half)))
     scale = float(tf.reduce_mean(tf.abs(full - x)))  # what the network changes
     assert 0 < error < 0.05 * scale, (error, scale)   # bfloat16 inside: close, not bit-identical
+
+
+def test_io_overlaps_the_model_and_a_failed_write_stops_the_run(folder, monkeypatch):
+    """Reading the next image and writing the last one run beside the model (one thread of I/O each way), outputs
+    keep the input order, and a write that fails stops the run with its error; earlier outputs stay complete."""
+    import threading
+
+    from tfdehaze.data import io
+
+    threads, real_write = set(), io.write_image
+
+    def write(path, image):
+        threads.add(threading.current_thread().name)
+        if path.name == "2.png":
+            raise OSError(28, f"cannot write {path}: No space left on device")
+        return real_write(path, image)
+
+    monkeypatch.setattr(io, "write_image", write)
+    with pytest.raises(OSError, match=r"cannot write .*2\.png: No space left"):
+        inference.dehaze_files([folder / "in"], folder / "out", dehazer=lambda b: {"dehazed": 1.0 - b},
+                               progress=False)
+    assert threads and not threads & {threading.main_thread().name}       # written off the main thread
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["0.png", "1.png"]
+    np.testing.assert_allclose(io.read_image(folder / "out" / "1.png"),
+                               1.0 - io.read_image(folder / "in" / "1.png"), atol=1 / 255)
+    monkeypatch.setattr(io, "write_image", real_write)
+    written = inference.dehaze_files([folder / "in"], folder / "out2", dehazer=lambda b: {"dehazed": 1.0 - b},
+                                     progress=False)
+    assert [p.name for p in written] == [f"{i}.png" for i in range(len(SIZES))]

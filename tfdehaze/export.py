@@ -17,6 +17,9 @@ and holds two signatures:
   batch) -> ``dehazed`` float32 ``[None, None, None, 3]`` and, where the model has one, ``transmission``
   ``[None, None, None, C]``, both clipped to [0, 1]. Its graph is the model's own (the guided filter keeps its
   custom gradient), so gradients of the reloaded function equal the Keras model's.
+
+Both are traced under `tfdehaze.layers.guided_filter.portable`: the guided filter's pure TensorFlow path, not its C++
+kernel (a custom op that TF Serving cannot load), so the SavedModel holds only TensorFlow's own ops.
 """
 from __future__ import annotations
 
@@ -173,16 +176,20 @@ def export_model(model: keras.Model, model_base_path: str | os.PathLike, version
         encoded = tf.map_fn(one, image_bytes, fn_output_signature=(tf.TensorSpec([], tf.string),) * len(names))
         return {f"{name}_bytes": value for name, value in zip(names, encoded, strict=True)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(BYTES_SIGNATURE, dehaze_bytes)
-    archive.add_endpoint(FLOAT_SIGNATURE, dehaze)
+    from tfdehaze.layers.guided_filter import portable
+
+    with portable():  # TF Serving cannot load the guided filter's C++ kernel: trace its pure TensorFlow path
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(BYTES_SIGNATURE, dehaze_bytes)
+        archive.add_endpoint(FLOAT_SIGNATURE, dehaze)
 
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     old = None
     try:
-        archive.write_out(str(tmp), verbose=False)
+        with portable():  # anything saving traces anew stays portable too
+            archive.write_out(str(tmp), verbose=False)
         if target.exists():
             if not overwrite:
                 raise ValueError(f"{target} exists: choose another --version or pass --overwrite")

@@ -13,6 +13,7 @@ in a class attribute ``global_statistics``: ``"airlight"`` is estimated once on 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import os
@@ -410,19 +411,28 @@ def dehaze_files(inputs: Iterable[str | pathlib.Path], out_dir: str | pathlib.Pa
     dehazer = dehazer or make_dehazer(method, model, tile=tile, overlap=overlap, precision=precision)
     bar = _progbar(len(files)) if progress else None
     written = []
-    for i, (src, dst, tdst) in enumerate(zip(files, targets, trans_targets)):
-        image = io.read_image(src)
-        out = dehazer(tf.convert_to_tensor(image[None]))
-        if tdst is not None and "transmission" not in out:   # checked before the first write
-            raise ValueError(f"{model if model is not None else 'this model'} gives no transmission map: drop "
-                             "--save-transmission (nothing was written)")
-        io.write_image(dst, np.clip(np.asarray(out["dehazed"])[0], 0.0, 1.0))
-        written.append(dst)
-        if tdst is not None:
-            io.write_image(tdst, np.clip(np.asarray(out["transmission"])[0], 0.0, 1.0))
-            written.append(tdst)
-        if bar is not None:
-            bar.update(i + 1)
+    # Reading the next image and writing the previous outputs (OpenCV, outside the GIL) overlap the model's work on
+    # this image; a failed write stops the run at the next image, earlier outputs stay complete (atomic writes).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tfdehaze-io") as pool:
+        upcoming = pool.submit(io.read_image, files[0]) if files else None
+        writes = []
+        for i, (dst, tdst) in enumerate(zip(targets, trans_targets)):
+            image = upcoming.result()
+            upcoming = pool.submit(io.read_image, files[i + 1]) if i + 1 < len(files) else None
+            out = dehazer(tf.convert_to_tensor(image[None]))
+            if tdst is not None and "transmission" not in out:   # checked before the first write
+                raise ValueError(f"{model if model is not None else 'this model'} gives no transmission map: drop "
+                                 "--save-transmission (nothing was written)")
+            outputs = [(dst, out["dehazed"])] + ([(tdst, out["transmission"])] if tdst is not None else [])
+            arrays = [(path, np.clip(np.asarray(value)[0], 0.0, 1.0)) for path, value in outputs]
+            for write in writes:
+                write.result()
+            writes = [pool.submit(io.write_image, path, array) for path, array in arrays]
+            written += [path for path, _ in arrays]
+            if bar is not None:
+                bar.update(i + 1)
+        for write in writes:
+            write.result()
     return written
 
 

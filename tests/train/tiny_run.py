@@ -61,13 +61,13 @@ def make_step(kind="supervised", lr=1e-2, clipnorm=None, seed=0):
     import keras
 
     from tfdehaze import losses
-    from tfdehaze.train import GANStep, SupervisedStep
+    from tfdehaze.train import FusedAdam, GANStep, SupervisedStep
 
     keras.utils.set_random_seed(seed)
     schedule = keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=3, decay_rate=0.9)
 
-    def adam():
-        return keras.optimizers.Adam(schedule, beta_1=0.5, clipnorm=clipnorm)
+    def adam():   # the trainer's optimizer (build_optimizer): also checked under two replicas
+        return FusedAdam(schedule, beta_1=0.5, clipnorm=clipnorm)
 
     if kind == "supervised":
         return SupervisedStep(generator(), losses.l1, adam())

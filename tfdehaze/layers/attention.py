@@ -41,8 +41,9 @@ class ChannelAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         c = check_shape(input_shape, "ChannelAttention input", known_channels=True)[-1]
-        self.dense1 = keras.layers.Dense(max(c // self.reduction, 1), activation="relu", name="dense1")
-        self.dense2 = keras.layers.Dense(c, activation="sigmoid", name="dense2")
+        self.dense1 = keras.layers.Dense(max(c // self.reduction, 1), activation="relu", name="dense1",
+                                         dtype=self.dtype_policy)
+        self.dense2 = keras.layers.Dense(c, activation="sigmoid", name="dense2", dtype=self.dtype_policy)
         self.dense1.build((None, c))
         self.dense2.build((None, max(c // self.reduction, 1)))
 
@@ -91,9 +92,9 @@ class ResidualChannelAttention(keras.layers.Layer):
     def build(self, input_shape):
         c = check_shape(input_shape, "ResidualChannelAttention input", known_channels=True)[-1]
         hidden, out = (max(c // self.reduction, 1), c) if self.mlp == "channels" else (1, 1)
-        self.conv = keras.layers.Conv2D(c, 1, name="conv")
-        self.dense1 = keras.layers.Dense(hidden, activation=self.mlp_activation, name="dense1")
-        self.dense2 = keras.layers.Dense(out, name="dense2")
+        self.conv = keras.layers.Conv2D(c, 1, name="conv", dtype=self.dtype_policy)
+        self.dense1 = keras.layers.Dense(hidden, activation=self.mlp_activation, name="dense1", dtype=self.dtype_policy)
+        self.dense2 = keras.layers.Dense(out, name="dense2", dtype=self.dtype_policy)
         self.conv.build(input_shape)
         self.dense1.build((None, c if self.mlp == "channels" else 1))
         self.dense2.build((None, hidden))

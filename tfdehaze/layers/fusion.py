@@ -42,7 +42,7 @@ class MultiLevelFusion(keras.layers.Layer):
         if len(shapes) < 2 or any(s[1:] != shapes[0][1:] for s in shapes):
             raise ValueError(f"MultiLevelFusion needs >= 2 inputs of one shape, got {shapes}")
         self.conv = keras.layers.Conv2D(len(shapes), self.kernel_size, padding="same", use_bias=self.use_bias,
-                                        name="conv")
+                                        name="conv", dtype=self.dtype_policy)
         self.conv.build(shapes[0][:-1] + (shapes[0][-1] * len(shapes),))
 
     def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:

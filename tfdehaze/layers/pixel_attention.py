@@ -48,8 +48,8 @@ class PixelAttention(keras.layers.Layer):
     def build(self, input_shape):
         c = check_shape(input_shape, "PixelAttention input", known_channels=True)[-1]
         hidden = max(c // self.reduction, 1)
-        self.conv1 = keras.layers.Conv2D(hidden, 1, activation="relu", name="conv1")
-        self.conv2 = keras.layers.Conv2D(1, 1, activation="sigmoid", name="conv2")
+        self.conv1 = keras.layers.Conv2D(hidden, 1, activation="relu", name="conv1", dtype=self.dtype_policy)
+        self.conv2 = keras.layers.Conv2D(1, 1, activation="sigmoid", name="conv2", dtype=self.dtype_policy)
         self.conv1.build((None, None, None, c))
         self.conv2.build((None, None, None, hidden))
 
@@ -107,8 +107,8 @@ class FFABlock(keras.layers.Layer):
     def build(self, input_shape):
         c = check_shape(input_shape, "FFABlock input", known_channels=True)[-1]
         shape = (None, None, None, c)
-        self.conv1 = keras.layers.Conv2D(c, self.kernel_size, padding="same", name="conv1")
-        self.conv2 = keras.layers.Conv2D(c, self.kernel_size, padding="same", name="conv2")
+        self.conv1 = keras.layers.Conv2D(c, self.kernel_size, padding="same", name="conv1", dtype=self.dtype_policy)
+        self.conv2 = keras.layers.Conv2D(c, self.kernel_size, padding="same", name="conv2", dtype=self.dtype_policy)
         for layer in (self.conv1, self.conv2, self.channel_attention, self.pixel_attention):
             layer.build(shape)
 

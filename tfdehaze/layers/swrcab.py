@@ -63,9 +63,10 @@ class SWRCAB(keras.layers.Layer):
 
     def build(self, input_shape):
         c = _channels(input_shape, "SWRCAB")
-        self.conv1 = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="conv1")
-        self.spatial = keras.layers.Conv2D(c, 3, padding="same", activation="sigmoid", name="spatial")
-        self.conv2 = keras.layers.Conv2D(c, 3, padding="same", name="conv2")
+        self.conv1 = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="conv1", dtype=self.dtype_policy)
+        self.spatial = keras.layers.Conv2D(c, 3, padding="same", activation="sigmoid", name="spatial",
+                                           dtype=self.dtype_policy)
+        self.conv2 = keras.layers.Conv2D(c, 3, padding="same", name="conv2", dtype=self.dtype_policy)
         shape = (None, None, None, c)
         self.conv1.build(shape)
         self.spatial.build(shape)
@@ -73,9 +74,9 @@ class SWRCAB(keras.layers.Layer):
         width = c
         if self.reduction > 1:
             width = max(c // self.reduction, 1)
-            self.squeeze = keras.layers.Dense(width, activation="relu", name="squeeze")
+            self.squeeze = keras.layers.Dense(width, activation="relu", name="squeeze", dtype=self.dtype_policy)
             self.squeeze.build((None, c))
-        self.excite = keras.layers.Dense(c, activation="sigmoid", name="excite")
+        self.excite = keras.layers.Dense(c, activation="sigmoid", name="excite", dtype=self.dtype_policy)
         self.excite.build((None, width))
 
     def call(self, x):
@@ -125,10 +126,10 @@ class ResidualInResidualGroup(keras.layers.Layer):
         c = _channels(input_shape, "ResidualInResidualGroup")
         shape = (None, None, None, c)
         for i in range(1, self.blocks + 1):  # attributes, not a list: tf.train.Checkpoint tracks them
-            block = SWRCAB(reduction=self.reduction, name=f"block{i}")
+            block = SWRCAB(reduction=self.reduction, name=f"block{i}", dtype=self.dtype_policy)
             block.build(shape)
             setattr(self, f"block{i}", block)
-        self.conv = keras.layers.Conv2D(c, 3, padding="same", name="conv")
+        self.conv = keras.layers.Conv2D(c, 3, padding="same", name="conv", dtype=self.dtype_policy)
         self.conv.build(shape)
 
     def call(self, x):

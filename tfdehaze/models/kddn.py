@@ -79,8 +79,8 @@ class KDDNResidualBlock(keras.layers.Layer):
         if input_shape[-1] is None:
             raise ValueError(f"KDDNResidualBlock needs a known channel count, got {tuple(input_shape)}")
         c = int(input_shape[-1])
-        self.conv1 = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="conv1")
-        self.conv2 = keras.layers.Conv2D(c, 3, padding="same", name="conv2")
+        self.conv1 = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="conv1", dtype=self.dtype_policy)
+        self.conv2 = keras.layers.Conv2D(c, 3, padding="same", name="conv2", dtype=self.dtype_policy)
         self.conv1.build((None, None, None, c))
         self.conv2.build((None, None, None, c))
 

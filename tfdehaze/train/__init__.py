@@ -12,6 +12,7 @@ from typing import Any
 # Each name is imported from its module on first use (PEP 562), so `tfdehaze.train.recipes` loads without
 # TensorFlow: the command line checks its arguments before TensorFlow starts. Add new names here.
 _EXPORTS = {
+    "tfdehaze.train.adam": ("FusedAdam",),
     "tfdehaze.train.engine": ("NonFiniteLossError", "RunDirError", "Trainer", "has_checkpoints",
                               "refuse_existing_run"),
     "tfdehaze.train.recipes": ("Recipe", "build_optimizer", "get_recipe"),

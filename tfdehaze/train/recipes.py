@@ -473,21 +473,21 @@ def build_schedule(recipe: Recipe, steps_per_epoch: int | None = None
 
 
 def build_optimizer(recipe: Recipe, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
-    """``keras.optimizers.Adam`` with the recipe's learning rate schedule, betas and gradient clipping.
+    """Adam (`tfdehaze.train.adam.FusedAdam`: Keras' Adam with a fused update) with the recipe's learning rate
+    schedule, betas and gradient clipping.
 
     Examples:
         >>> from tfdehaze.train import build_optimizer, get_recipe
         >>> optimizer = build_optimizer(get_recipe("rfd"))
         >>> type(optimizer).__name__, optimizer.global_clipnorm, round(float(optimizer.learning_rate), 8)
-        ('Adam', 0.1, 0.0001)
+        ('FusedAdam', 0.1, 0.0001)
         >>> build_optimizer(get_recipe("guided-pix2pix")).beta_1
         0.5
     """
-    import keras
+    from tfdehaze.train.adam import FusedAdam
 
-    return keras.optimizers.Adam(learning_rate=build_schedule(recipe, steps_per_epoch),
-                                 beta_1=recipe.beta_1, beta_2=recipe.beta_2, clipnorm=recipe.clipnorm,
-                                 global_clipnorm=recipe.global_clipnorm)
+    return FusedAdam(learning_rate=build_schedule(recipe, steps_per_epoch), beta_1=recipe.beta_1,
+                     beta_2=recipe.beta_2, clipnorm=recipe.clipnorm, global_clipnorm=recipe.global_clipnorm)
 
 
 def _read_fields(path: pathlib.Path, what: str) -> dict[str, Any]:
