@@ -157,24 +157,31 @@ def _check_lost_message(err, address, run_dir, args):
                                                    "--distribute", "multi-worker", "--resume"]))
 
 
-def test_a_killed_worker_stops_the_other_with_one_message_and_resume_finishes(data):
-    args = _config(data, "kill", steps=400, checkpoint_every=2)
-    run_dir = data / "killed"
-    workers, addresses, _ = _start_workers(data, args, run_dir, "kill")
+def _kill_one(data, name, victim):
+    """Start two workers on a long run, SIGKILL worker ``victim`` after checkpoint 2 and wait for the other: checks
+    that it exits 1 within 20 s with the one-line message; returns (args, run_dir, the workers' TMPDIRs)."""
+    args = _config(data, name, steps=400, checkpoint_every=2)
+    run_dir = data / name
+    workers, addresses, tmps = _start_workers(data, args, run_dir, name)
     try:
         _wait_for_checkpoint(run_dir, workers, 2)
-        workers[1].send_signal(signal.SIGKILL)
+        workers[victim].send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        code, _, err = _finish(workers[0], timeout=60)
+        code, _, err = _finish(workers[1 - victim], timeout=60)
         waited = time.monotonic() - killed
     finally:
         for process in workers:
             process.kill()
             process.communicate()
-    print(f"survivor stopped {waited:.1f} s after the kill")
+    print(f"worker {1 - victim} stopped {waited:.1f} s after worker {victim} was killed")
     assert code == 1, err[-3000:]
     assert waited < 20, err
-    _check_lost_message(err, addresses[1], run_dir, args)
+    _check_lost_message(err, addresses[victim], run_dir, args)
+    return args, run_dir, tmps
+
+
+def test_a_killed_worker_stops_the_other_with_one_message_and_resume_finishes(data):
+    args, run_dir, _ = _kill_one(data, "killed", victim=1)
 
     resumed, _, _ = _start_workers(data, args + ["--resume", "--steps", "6"], run_dir, "resume")
     for code, out, err in [_finish(process) for process in resumed]:
@@ -185,23 +192,7 @@ def test_a_killed_worker_stops_the_other_with_one_message_and_resume_finishes(da
 
 
 def test_a_killed_chief_stops_the_other_worker_which_leaves_nothing_behind(data):
-    args = _config(data, "kill-chief", steps=400, checkpoint_every=2)
-    run_dir = data / "killed-chief"
-    workers, addresses, tmps = _start_workers(data, args, run_dir, "kill-chief")
-    try:
-        _wait_for_checkpoint(run_dir, workers, 2)
-        workers[0].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        code, _, err = _finish(workers[1], timeout=60)
-        waited = time.monotonic() - killed
-    finally:
-        for process in workers:
-            process.kill()
-            process.communicate()
-    print(f"non-chief stopped {waited:.1f} s after the chief was killed")
-    assert code == 1, err[-3000:]
-    assert waited < 20, err
-    _check_lost_message(err, addresses[0], run_dir, args)
+    _, _, tmps = _kill_one(data, "killed-chief", victim=0)
     assert list(tmps[1].iterdir()) == []
 
 
