@@ -345,3 +345,22 @@ def data_prep_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def seeded_runs(step, build_model: Callable[[], keras.Model], state: list, batch_of: Callable[[int], dict]):
+    """``run(seed, steps) -> losses`` for one built (traced once) training step: each run starts from
+    ``build_model()``'s weights (made after ``keras.utils.set_random_seed(seed)``), the first values of the variables
+    ``state`` (optimizer slots, adapters) and the batch ``batch_of(seed)``, so several seeds cost one tracing."""
+    initial = [v.numpy() for v in state]
+
+    def run(seed: int, steps: int) -> list[float]:
+        keras.utils.set_random_seed(seed)
+        batch = batch_of(seed)
+        fresh = build_model()
+        fresh(batch["hazy"])
+        step.model.set_weights(fresh.get_weights())
+        for variable, value in zip(state, initial, strict=True):
+            variable.assign(value)
+        return [float(step(batch)["loss"]) for _ in range(steps)]
+
+    return run

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 
+import harness
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,20 +85,9 @@ def kddn_distillation():
     tf.keras.utils.set_random_seed(0)
     step = make_step([{"type": "l1"}, {"type": "wfmil"}])
     step.build(tf.distribute.get_strategy(), tiny_pair(), global_batch_size=2)
-    state = list(step.adapters.weights) + list(step.optimizer.variables)
-    initial = [v.numpy() for v in state]
-
-    def run(seed, steps):
-        tf.keras.utils.set_random_seed(seed)
-        batch = tiny_pair(seed=seed)
-        fresh = registry.build("kddn", **STUDENT)
-        fresh(batch["hazy"])
-        step.model.set_weights(fresh.get_weights())
-        for variable, value in zip(state, initial, strict=True):
-            variable.assign(value)
-        return [float(step(batch)["loss"]) for _ in range(steps)]
-
-    return run
+    return harness.seeded_runs(step, lambda: registry.build("kddn", **STUDENT),
+                               list(step.adapters.weights) + list(step.optimizer.variables),
+                               lambda seed: tiny_pair(seed=seed))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

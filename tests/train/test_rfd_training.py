@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 
+import harness
 import numpy as np
 import pytest
 
@@ -87,19 +88,8 @@ def rfd_distillation():
     step = DistillationStep(registry.build("rfd", **small), registry.build("rfd-teacher"), keras.optimizers.Adam(1e-3),
                             [{"type": "mse"}, {"type": "affinity", "weight": 0.25}], adapters=False)
     step.build(tf.distribute.get_strategy(), batches[0], global_batch_size=2)
-    initial = [v.numpy() for v in step.optimizer.variables]
-
-    def run(seed, steps):
-        keras.utils.set_random_seed(seed)
-        batch = batches[seed % len(batches)]
-        fresh = registry.build("rfd", **small)
-        fresh(batch["hazy"])
-        step.model.set_weights(fresh.get_weights())
-        for variable, value in zip(step.optimizer.variables, initial, strict=True):
-            variable.assign(value)
-        return [float(step(batch)["loss"]) for _ in range(steps)]
-
-    return run
+    return harness.seeded_runs(step, lambda: registry.build("rfd", **small), list(step.optimizer.variables),
+                               lambda seed: batches[seed % len(batches)])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
