@@ -4,12 +4,12 @@
     python benchmarks/dehaze_cli.py [--images 12] [--rounds 2] [--precision float32 auto] [--quick]
 
 The command side runs the installed ``tfdehaze-dehaze`` (a subprocess, ``--quiet``) on a folder of 1 image and on
-a folder of ``--images`` images, all 620x460 PNGs (RESIDE SOTS' size; smooth images with noise): the difference of
-the two wall times divided by ``--images`` - 1 is its time per image with start-up, model loading and the first
-(tracing) call excluded, and with reading and writing the PNGs included. The other side loads the same model in
-this process and calls it in one `tf.function` (traced once, then the median over the images), the figure a
-notebook user gets. Rounds are interleaved. ``--precision``: the policies to time (``auto``: what the command picks
-here, `tfdehaze.precision.resolve`).
+a folder of ``--images`` images, all 620x460 PNGs (RESIDE SOTS' size; the hazy half of `_common.write_pairs`):
+the difference of the two wall times divided by ``--images`` - 1 is its time per image with start-up, model loading
+and the first (tracing) call excluded, and with reading and writing the PNGs included. The other side loads the
+same model in this process and calls it in one `tf.function` (traced once, then the median over the images), the
+figure a notebook user gets. Rounds are interleaved. ``--precision``: the policies to time (``auto``: what the
+command picks here, `tfdehaze.precision.resolve`).
 
 ``minet-official`` is the preset (the released weights converted by ``data_prep/convert_minet.py``) when its file
 is in place; otherwise the same network with random weights, saved as a ``.keras`` file and passed by path (the
@@ -27,18 +27,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _timing  # noqa: E402  benchmarks/_timing.py
+import _common  # noqa: E402  benchmarks/_common.py
 import numpy as np  # noqa: E402
-
-
-def write_images(folder, count, h, w):
-    from tfdehaze.data import io
-
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0.2, 0.9, w)[None, :, None] * np.linspace(0.5, 1.0, h)[:, None, None]
-    for i in range(count):
-        image = np.clip(0.6 * ramp * rng.uniform(0.6, 1.0, 3) + 0.35 + rng.normal(0, 0.03, (h, w, 3)), 0, 1)
-        io.write_image(pathlib.Path(folder) / f"{i:02d}.png", image)
 
 
 def model_argument(root):
@@ -82,7 +72,7 @@ def in_process_seconds(model, folder, policy):
     run = tf.function(lambda x: net(x, training=False)["dehazed"])
     images = [tf.constant(io.read_image(path)[None]) for path in sorted(pathlib.Path(folder).glob("*.png"))]
     run(images[0]).numpy()
-    return statistics.median(_timing.timed(lambda: run(images.pop()).numpy(), len(images), warmup=0))
+    return statistics.median(_common.timed(lambda: run(images.pop()).numpy(), len(images), warmup=0))
 
 
 def main(argv=None):
@@ -103,9 +93,8 @@ def main(argv=None):
 
     policies = list(dict.fromkeys(resolve(p)[0] for p in args.precision))
     root = pathlib.Path(tempfile.mkdtemp())
-    one, many = root / "one", root / "many"
-    write_images(one, 1, h, w)
-    write_images(many, args.images, h, w)
+    one = _common.write_pairs(root / "one", 1, h, w)[0]
+    many = _common.write_pairs(root / "many", args.images, h, w)[0]
     model, weights = model_argument(root)
     per_image = {policy: [] for policy in policies}
     start_up = {policy: [] for policy in policies}

@@ -25,12 +25,12 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _timing  # noqa: E402  benchmarks/_timing.py
+import _common  # noqa: E402  benchmarks/_common.py
 import tensorflow as tf  # noqa: E402
 
 
 def _time(fn, x, repeats):
-    times = _timing.timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(x)), repeats)
+    times = _common.timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(x)), repeats)
     return statistics.median(times), min(times)
 
 

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-import _timing  # benchmarks/_timing.py
+import _common  # benchmarks/_common.py
 
 
 def child(size, steps, recompute, filters, repeats):
@@ -44,7 +44,7 @@ def child(size, steps, recompute, filters, repeats):
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    times = _timing.timed(lambda: train_step().numpy(), repeats)
+    times = _common.timed(lambda: train_step().numpy(), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"base_mb": base, "peak_mb": peak, "step_s": statistics.median(times)}))
 

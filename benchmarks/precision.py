@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 
-import _timing  # benchmarks/_timing.py
+import _common  # benchmarks/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -49,7 +49,7 @@ def child(policy, size, repeats):
     from tfdehaze.train import GANStep, build_optimizer, get_recipe
 
     def timed(fn):
-        return _timing.timed(fn, repeats)
+        return _common.timed(fn, repeats)
 
     results = {}
     with precision.policy(policy):
@@ -123,7 +123,7 @@ def authors_child(repo, size, repeats):
 
     hazy = tf.random.uniform([1, size, size, 3], -1.0, 1.0, seed=0)
     clear = tf.random.uniform([1, size, size, 3], -1.0, 1.0, seed=1)
-    print(json.dumps({"gan step": _timing.timed(lambda: float(step(hazy, clear, airlight(hazy))), repeats)}))
+    print(json.dumps({"gan step": _common.timed(lambda: float(step(hazy, clear, airlight(hazy))), repeats)}))
 
 
 def main(argv=None):

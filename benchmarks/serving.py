@@ -16,7 +16,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _timing  # noqa: E402  benchmarks/_timing.py
+import _common  # noqa: E402  benchmarks/_common.py
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -27,7 +27,7 @@ from tfdehaze.serving.client import encode_image  # noqa: E402
 
 
 def median_ms(fn, runs):
-    return 1000 * statistics.median(_timing.timed(fn, runs))
+    return 1000 * statistics.median(_common.timed(fn, runs))
 
 
 def main():

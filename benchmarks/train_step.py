@@ -73,19 +73,12 @@ def pipeline_child(size, batches):
     import tempfile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
+    import _common  # benchmarks/_common.py
 
-    from tfdehaze.data import datasets, io, pipeline
+    from tfdehaze.data import datasets, pipeline
 
-    root = tempfile.mkdtemp()
-    rng = np.random.default_rng(0)
     h, w = (460, 620) if size >= 256 else (size + 8, size + 16)
-    ramp = np.linspace(0.0, 1.0, w)[None, :, None] * np.linspace(0.3, 1.0, h)[:, None, None]
-    for i in range(16):
-        clear = np.clip(ramp * rng.uniform(0.5, 1.0, 3) + rng.normal(0.0, 0.05, (h, w, 3)), 0.0, 1.0)
-        io.write_image(f"{root}/clear/{i:02d}.png", clear)
-        io.write_image(f"{root}/hazy/{i:02d}.png", 0.6 * clear + 0.35)
-    pairs = datasets.pair_folders(f"{root}/hazy", f"{root}/clear")
+    pairs = datasets.pair_folders(*_common.write_pairs(tempfile.mkdtemp(), 16, h, w))
     ds = pipeline.paired_dataset(pairs, image_size=size, flip=True, batch_size=1, shuffle=True, repeat=True,
                                  validate=False)
     batches_iter = iter(ds)
